@@ -1,0 +1,45 @@
+// Checks real facts of the default model that scripts/fetch-models downloaded, so that a wrong,
+// truncated or substituted download fails the suite.
+#include <string>
+
+#include "engine/gguf_file.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/models.h"
+#include "tests/testing/status_matchers.h"
+
+namespace silo::engine {
+namespace {
+
+TEST(DefaultModel, IsSmolLM2_135M_Instruct) {
+  ASSERT_OK_AND_ASSIGN(const std::string path, silo::testing::DefaultModelPath());
+  ASSERT_OK_AND_ASSIGN(const GgufFile file, GgufFile::Open(path));
+
+  EXPECT_EQ(file.version(), 3u);
+  ASSERT_OK_AND_ASSIGN(const std::string_view arch, file.GetString("general.architecture"));
+  EXPECT_EQ(arch, "llama");
+  ASSERT_OK_AND_ASSIGN(const uint64_t n_layers, file.GetUint64("llama.block_count"));
+  EXPECT_EQ(n_layers, 30u);
+  ASSERT_OK_AND_ASSIGN(const uint64_t vocab_size, file.GetUint64("llama.vocab_size"));
+  EXPECT_EQ(vocab_size, 49152u);
+  ASSERT_OK_AND_ASSIGN(const uint64_t dim, file.GetUint64("llama.embedding_length"));
+  EXPECT_EQ(dim, 576u);
+  ASSERT_OK_AND_ASSIGN(const uint64_t n_heads, file.GetUint64("llama.attention.head_count"));
+  EXPECT_EQ(n_heads, 9u);
+  ASSERT_OK_AND_ASSIGN(const uint64_t n_kv_heads, file.GetUint64("llama.attention.head_count_kv"));
+  EXPECT_EQ(n_kv_heads, 3u);
+  ASSERT_OK_AND_ASSIGN(const GgufArray* tokens, file.GetArray("tokenizer.ggml.tokens"));
+  ASSERT_EQ(tokens->values.size(), 49152u);
+  EXPECT_EQ(std::get<std::string>(tokens->values[1]), "<|im_start|>");
+
+  // 30 blocks × 9 tensors + token embedding + output norm; the data of every one lies in the file.
+  EXPECT_EQ(file.tensors().size(), 272u);
+  ASSERT_OK_AND_ASSIGN(const GgufTensorInfo* embedding, file.FindTensor("token_embd.weight"));
+  EXPECT_THAT(embedding->dims, ::testing::ElementsAre(576, 49152));
+  ASSERT_OK_AND_ASSIGN(const GgufTensorInfo* last, file.FindTensor("blk.29.ffn_down.weight"));
+  EXPECT_EQ(last->type, GgmlType::kQ4_1);
+  EXPECT_THAT(last->dims, ::testing::ElementsAre(1536, 576));
+}
+
+}  // namespace
+}  // namespace silo::engine
