@@ -33,13 +33,13 @@ class CheckFailure {
 
 }  // namespace silo::internal_check
 
-#define SILO_CHECK(condition)       \
-  while (!(condition)) [[unlikely]] \
-  ::silo::internal_check::CheckFailure(__FILE__, __LINE__, #condition).stream()
+#define SILO_CHECK(condition) \
+  while (!(condition))        \
+  [[unlikely]] ::silo::internal_check::CheckFailure(__FILE__, __LINE__, #condition).stream()
 
-#define SILO_CHECK_OK(expr)                                                            \
-  for (const ::absl::Status silo_check_status_ = (expr); !silo_check_status_.ok();)    \
-  ::silo::internal_check::CheckFailure(__FILE__, __LINE__, #expr " is OK").stream()    \
+#define SILO_CHECK_OK(expr)                                                         \
+  for (const ::absl::Status silo_check_status_ = (expr); !silo_check_status_.ok();) \
+  ::silo::internal_check::CheckFailure(__FILE__, __LINE__, #expr " is OK").stream() \
       << silo_check_status_ << " "
 
 #endif  // SILO_COMMON_CHECK_H_

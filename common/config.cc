@@ -12,8 +12,8 @@
 #include <utility>
 
 #include "absl/strings/numbers.h"
-#include "common/strings.h"
 #include "common/status_macros.h"
+#include "common/strings.h"
 #include "yaml-cpp/yaml.h"
 
 namespace silo {
@@ -148,8 +148,8 @@ absl::StatusOr<std::optional<YAML::Node>> FindKey(const ConfigNode::Impl& impl,
     if (!entry.first.IsScalar() || entry.first.Scalar() != key) continue;
     if (found.has_value()) {
       return absl::InvalidArgumentError(StrCat(Where(*impl.source, entry.first), ": key '",
-                                                     JoinPath(impl.path, key),
-                                                     "' appears more than once"));
+                                               JoinPath(impl.path, key),
+                                               "' appears more than once"));
     }
     found.emplace(entry.second);  // copy-construct: yaml-cpp's operator= would edit the tree
   }
@@ -158,16 +158,15 @@ absl::StatusOr<std::optional<YAML::Node>> FindKey(const ConfigNode::Impl& impl,
 
 absl::Status MissingKey(const ConfigNode::Impl& impl, std::string_view key,
                         std::string_view expected) {
-  return absl::InvalidArgumentError(StrCat(*impl.source, ": key '",
-                                                 JoinPath(impl.path, key),
-                                                 "' is required (expected ", expected, ")"));
+  return absl::InvalidArgumentError(StrCat(*impl.source, ": key '", JoinPath(impl.path, key),
+                                           "' is required (expected ", expected, ")"));
 }
 
-absl::Status WrongType(const ConfigNode::Impl& impl, std::string_view key,
-                       const YAML::Node& value, std::string_view expected) {
+absl::Status WrongType(const ConfigNode::Impl& impl, std::string_view key, const YAML::Node& value,
+                       std::string_view expected) {
   return absl::InvalidArgumentError(StrCat(Where(*impl.source, value), ": key '",
-                                                 JoinPath(impl.path, key), "': expected ",
-                                                 expected, ", got ", Describe(value)));
+                                           JoinPath(impl.path, key), "': expected ", expected,
+                                           ", got ", Describe(value)));
 }
 
 absl::Status CheckTopLevel(const std::string& source, const YAML::Node& root) {
@@ -184,9 +183,8 @@ absl::StatusOr<ConfigNode> ConfigNode::Parse(std::string_view yaml, std::string_
   try {
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(StrCat(*source, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": YAML syntax error: ",
-                                                   e.msg));
+    return absl::InvalidArgumentError(StrCat(*source, ":", e.mark.line + 1, ":", e.mark.column + 1,
+                                             ": YAML syntax error: ", e.msg));
   }
   SILO_RETURN_IF_ERROR(CheckTopLevel(*source, root));
   auto impl = std::make_shared<Impl>();
@@ -235,7 +233,7 @@ absl::StatusOr<T> ConfigNode::GetOr(std::string_view key, T default_value) const
   return Get<T>(key);
 }
 
-#define SILO_CONFIG_INSTANTIATE(T)                                              \
+#define SILO_CONFIG_INSTANTIATE(T)                                           \
   template absl::StatusOr<T> ConfigNode::Get<T>(std::string_view key) const; \
   template absl::StatusOr<T> ConfigNode::GetOr<T>(std::string_view key, T default_value) const;
 SILO_CONFIG_INSTANTIATE(std::string)
@@ -316,8 +314,7 @@ absl::Status ConfigNode::CheckAllKeysUsed() const {
     const std::string key = entry.first.IsScalar() ? entry.first.Scalar() : "";
     if (!impl_->used_keys.contains(key)) {
       return absl::InvalidArgumentError(StrCat(Where(*impl_->source, entry.first),
-                                                     ": unknown key '",
-                                                     JoinPath(impl_->path, key), "'"));
+                                               ": unknown key '", JoinPath(impl_->path, key), "'"));
     }
   }
   for (const auto& [key, child] : impl_->children) {

@@ -73,7 +73,7 @@ class ConfigNode {
   ConfigNode& operator=(ConfigNode&&) noexcept;
   ~ConfigNode();
 
- // Opaque; declared here so that config.cc's helpers can name it.
+  // Opaque; declared here so that config.cc's helpers can name it.
   struct Impl;
 
  private:

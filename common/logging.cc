@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <mutex>
 
-#include "common/strings.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/strings.h"
 
 namespace silo {
 namespace {
@@ -73,8 +73,8 @@ absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
        {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
     if (name == LevelName(level)) return level;
   }
-  return absl::InvalidArgumentError(StrCat(
-      "unknown log level '", name, "': expected one of debug, info, warning, error"));
+  return absl::InvalidArgumentError(
+      StrCat("unknown log level '", name, "': expected one of debug, info, warning, error"));
 }
 
 absl::StatusOr<LogFormat> ParseLogFormat(std::string_view name) {
@@ -96,12 +96,11 @@ std::string FormatLogLine(LogFormat format, LogLevel level, std::string_view fil
   const std::string_view source = Basename(file);
   if (format == LogFormat::kJson) {
     return StrCat(R"({"ts":")", time, R"(","level":")", LevelName(level), R"(","src":")",
-                        JsonEscape(source), ":", line, R"(","msg":")", JsonEscape(message),
-                        R"("})");
+                  JsonEscape(source), ":", line, R"(","msg":")", JsonEscape(message), R"("})");
   }
   const char level_letter = static_cast<char>(LevelName(level)[0] - 'a' + 'A');
-  return StrCat(time, " ", std::string_view(&level_letter, 1), " ", source, ":", line,
-                      "] ", message);
+  return StrCat(time, " ", std::string_view(&level_letter, 1), " ", source, ":", line, "] ",
+                message);
 }
 
 namespace internal_log {
@@ -110,11 +109,11 @@ LogMessage::LogMessage(LogLevel level, const char* file, int line)
     : level_(level), file_(file), line_(line) {}
 
 LogMessage::~LogMessage() {
-  static std::mutex* const write_mutex = new std::mutex;  // never destroyed: logs at exit work
-  std::string text = FormatLogLine(g_format.load(std::memory_order_relaxed), level_, file_, line_,
-                                   message_.str());
+  static std::mutex write_mutex;  // constant-initialized, trivially destroyed: safe at exit
+  std::string text =
+      FormatLogLine(g_format.load(std::memory_order_relaxed), level_, file_, line_, message_.str());
   text += '\n';
-  const std::lock_guard<std::mutex> lock(*write_mutex);
+  const std::lock_guard<std::mutex> lock(write_mutex);
   std::fwrite(text.data(), 1, text.size(), stderr);
 }
 

@@ -60,10 +60,9 @@ class LogMessage {
 }  // namespace silo
 
 // `level` is Debug, Info, Warning or Error.
-#define SILO_LOG(level)                                          \
-  if (!::silo::LogEnabled(::silo::LogLevel::k##level)) {         \
-  } else                                                         \
-    ::silo::internal_log::LogMessage(::silo::LogLevel::k##level, \
-                                     __FILE__, __LINE__).stream()
+#define SILO_LOG(level)                                  \
+  if (!::silo::LogEnabled(::silo::LogLevel::k##level)) { \
+  } else                                                 \
+    ::silo::internal_log::LogMessage(::silo::LogLevel::k##level, __FILE__, __LINE__).stream()
 
 #endif  // SILO_COMMON_LOGGING_H_

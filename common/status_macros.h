@@ -15,12 +15,12 @@
 #include "absl/status/statusor.h"
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define SILO_RETURN_IF_ERROR(expr)                                   \
-  do {                                                               \
-    ::absl::Status silo_status_macro_status_ = (expr);               \
-    if (!silo_status_macro_status_.ok()) [[unlikely]] {              \
-      return silo_status_macro_status_;                              \
-    }                                                                \
+#define SILO_RETURN_IF_ERROR(expr)                      \
+  do {                                                  \
+    ::absl::Status silo_status_macro_status_ = (expr);  \
+    if (!silo_status_macro_status_.ok()) [[unlikely]] { \
+      return silo_status_macro_status_;                 \
+    }                                                   \
   } while (false)
 
 // Evaluates `rexpr` (an absl::StatusOr<T>); returns its status when not OK, otherwise moves the

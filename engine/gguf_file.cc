@@ -5,8 +5,8 @@
 #include <type_traits>
 #include <utility>
 
-#include "common/strings.h"
 #include "common/status_macros.h"
+#include "common/strings.h"
 
 namespace silo::engine {
 namespace {
@@ -41,9 +41,8 @@ class Reader {
   }
 
   absl::Status Truncated(std::string_view what) const {
-    return absl::DataLossError(StrCat(name_, ": truncated at byte ", offset_,
-                                            " while reading ", what, " (file has ",
-                                            bytes_.size(), " bytes)"));
+    return absl::DataLossError(StrCat(name_, ": truncated at byte ", offset_, " while reading ",
+                                      what, " (file has ", bytes_.size(), " bytes)"));
   }
   absl::Status Invalid(std::string_view message) const {
     return absl::InvalidArgumentError(StrCat(name_, ": ", message));
@@ -163,8 +162,8 @@ absl::StatusOr<GgufTensorInfo> ReadTensorInfo(Reader& reader) {
   SILO_ASSIGN_OR_RETURN(tensor.name, reader.ReadString("a tensor name"));
   SILO_ASSIGN_OR_RETURN(const uint32_t n_dims, reader.Read<uint32_t>("a tensor rank"));
   if (n_dims == 0 || n_dims > GgufFile::kMaxDims) {
-    return reader.Invalid(StrCat("tensor '", tensor.name, "' has ", n_dims,
-                                       " dimensions (1 to ", GgufFile::kMaxDims, " allowed)"));
+    return reader.Invalid(StrCat("tensor '", tensor.name, "' has ", n_dims, " dimensions (1 to ",
+                                 GgufFile::kMaxDims, " allowed)"));
   }
   for (uint32_t i = 0; i < n_dims; ++i) {
     SILO_ASSIGN_OR_RETURN(const uint64_t dim, reader.Read<uint64_t>("a tensor dimension"));
@@ -180,8 +179,8 @@ absl::StatusOr<GgufTensorInfo> ReadTensorInfo(Reader& reader) {
   SILO_ASSIGN_OR_RETURN(tensor.n_elements, ElementCount(reader, tensor));
   if (tensor.dims[0] % layout.block_elements != 0) {
     return reader.Invalid(StrCat("tensor '", tensor.name, "' of type ", layout.name,
-                                       " has rows of ", tensor.dims[0],
-                                       " elements, not a multiple of ", layout.block_elements));
+                                 " has rows of ", tensor.dims[0], " elements, not a multiple of ",
+                                 layout.block_elements));
   }
   const uint64_t n_blocks = static_cast<uint64_t>(tensor.n_elements / layout.block_elements);
   if (n_blocks > std::numeric_limits<uint64_t>::max() / layout.block_bytes) {
@@ -274,8 +273,8 @@ absl::StatusOr<GgufFile> GgufFile::Parse(std::span<const uint8_t> bytes, std::st
     SILO_ASSIGN_OR_RETURN(file.alignment_, file.GetUint64("general.alignment"));
     if (file.alignment_ == 0 || (file.alignment_ & (file.alignment_ - 1)) != 0 ||
         file.alignment_ > (1u << 20)) {
-      return reader.Invalid(StrCat("general.alignment ", file.alignment_,
-                                         " is not a power of two up to 1 MiB"));
+      return reader.Invalid(
+          StrCat("general.alignment ", file.alignment_, " is not a power of two up to 1 MiB"));
     }
   } else {
     file.alignment_ = kDefaultAlignment;
@@ -300,14 +299,14 @@ absl::StatusOr<GgufFile> GgufFile::Parse(std::span<const uint8_t> bytes, std::st
   for (GgufTensorInfo& tensor : file.tensors_) {
     if (tensor.offset % file.alignment_ != 0) {
       return reader.Invalid(StrCat("tensor '", tensor.name, "' has offset ", tensor.offset,
-                                         ", not a multiple of the alignment ", file.alignment_));
+                                   ", not a multiple of the alignment ", file.alignment_));
     }
     // Compare without overflow: data_offset + offset + n_bytes <= file_size.
     if (file.data_offset_ > file_size || tensor.offset > file_size - file.data_offset_ ||
         tensor.n_bytes > file_size - file.data_offset_ - tensor.offset) {
       return absl::DataLossError(StrCat(file.name_, ": tensor '", tensor.name,
-                                              "' extends past the end of the file (",
-                                              file_size, " bytes)"));
+                                        "' extends past the end of the file (", file_size,
+                                        " bytes)"));
     }
     tensor.offset += file.data_offset_;
   }
@@ -325,15 +324,14 @@ absl::StatusOr<const GgufValue*> GgufFile::Find(std::string_view key) const {
 namespace {
 
 absl::Status WrongType(std::string_view name, std::string_view key, std::string_view expected) {
-  return absl::InvalidArgumentError(
-      StrCat(name, ": metadata key '", key, "' is not ", expected));
+  return absl::InvalidArgumentError(StrCat(name, ": metadata key '", key, "' is not ", expected));
 }
 
 }  // namespace
 
 absl::StatusOr<std::string_view> GgufFile::GetString(std::string_view key) const {
   SILO_ASSIGN_OR_RETURN(const GgufValue* value, Find(key));
-  if (const auto* text = std::get_if<std::string>(value)) return std::string_view(*text);
+  if (const auto* text = std::get_if<std::string>(value)) return std::string_view{*text};
   return WrongType(name_, key, "a string");
 }
 

@@ -11,8 +11,8 @@
 
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -70,9 +70,9 @@ struct GgmlTypeLayout {
 absl::StatusOr<GgmlTypeLayout> LayoutOf(uint32_t type_id);
 
 struct GgufArray;
-using GgufValue = std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool,
-                               std::string, std::shared_ptr<const GgufArray>, uint64_t, int64_t,
-                               double>;
+using GgufValue =
+    std::variant<uint8_t, int8_t, uint16_t, int16_t, uint32_t, int32_t, float, bool, std::string,
+                 std::shared_ptr<const GgufArray>, uint64_t, int64_t, double>;
 struct GgufArray {
   GgufValueType element_type;
   std::vector<GgufValue> values;

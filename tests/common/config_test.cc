@@ -88,9 +88,10 @@ TEST(Config, ErrorsNameTheFileKeyLineAndExpectation) {
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("node.yaml:7:"), HasSubstr("'peers'"),
                              HasSubstr("expected a string, got a sequence"))));
-  EXPECT_THAT(root.GetEnum("role", {"device", "compute"}),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("key 'role': expected one of device, compute, got 'institution'")));
+  EXPECT_THAT(
+      root.GetEnum("role", {"device", "compute"}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("key 'role': expected one of device, compute, got 'institution'")));
   EXPECT_THAT(root.Child("workers"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected a mapping")));
 }
@@ -98,12 +99,12 @@ TEST(Config, ErrorsNameTheFileKeyLineAndExpectation) {
 TEST(Config, RejectsOutOfRangeAndMalformedNumbers) {
   ASSERT_OK_AND_ASSIGN(const ConfigNode root,
                        ConfigNode::Parse("big: 4294967296\nneg: -1\nfrac: 1.5\nflag: yes\n", "x"));
-  EXPECT_THAT(root.Get<int32_t>("big"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                 HasSubstr("expected a 32-bit integer")));
+  EXPECT_THAT(root.Get<int32_t>("big"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected a 32-bit integer")));
   ASSERT_OK_AND_ASSIGN(const int64_t big, root.Get<int64_t>("big"));
   EXPECT_EQ(big, 4294967296);
-  EXPECT_THAT(root.Get<uint32_t>("neg"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                                  HasSubstr("non-negative")));
+  EXPECT_THAT(root.Get<uint32_t>("neg"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("non-negative")));
   EXPECT_THAT(root.Get<int64_t>("frac"), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(root.Get<bool>("flag"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("true or false")));

@@ -20,7 +20,8 @@ TEST(Logging, ParsesLevelsAndFormats) {
   EXPECT_EQ(format, LogFormat::kJson);
   EXPECT_THAT(ParseLogLevel("verbose"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("debug, info")));
-  EXPECT_THAT(ParseLogFormat("xml"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("xml")));
+  EXPECT_THAT(ParseLogFormat("xml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("xml")));
 }
 
 TEST(Logging, TextLine) {
@@ -30,8 +31,8 @@ TEST(Logging, TextLine) {
 }
 
 TEST(Logging, JsonLineEscapesTheMessage) {
-  const std::string line = FormatLogLine(LogFormat::kJson, LogLevel::kInfo, "a/b.cc", 7,
-                                         "say \"hi\"\\\n\x01");
+  const std::string line =
+      FormatLogLine(LogFormat::kJson, LogLevel::kInfo, "a/b.cc", 7, "say \"hi\"\\\n\x01");
   EXPECT_THAT(line, HasSubstr(R"("level":"info","src":"b.cc:7","msg":"say \"hi\"\\\n\u0001"})"));
   EXPECT_THAT(line, MatchesRegex(R"(\{"ts":"[0-9T:.Z-]+",.*\})"));
 }

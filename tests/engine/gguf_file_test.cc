@@ -43,7 +43,7 @@ GgufWriter SmallModel() {
   writer.AddInt32("llama.signed", -3);
   writer.AddStringArray("tokenizer.ggml.tokens", {"<s>", "a", "b"});
   writer.AddTensor("norm.weight", {4}, kF32, F32Data({1, 2, 3, 4}));
-  writer.AddTensor("blk.0.w", {32, 2}, kQ8_0, std::string(2 * 34, '\x07'));
+  writer.AddTensor("blk.0.w", {32, 2}, kQ8_0, std::string(size_t{2} * 34, '\x07'));
   return writer;
 }
 
@@ -123,8 +123,8 @@ TEST(GgufFile, EveryTruncationIsAnError) {
     const std::string prefix = data.substr(0, size);
     const absl::StatusOr<GgufFile> file = GgufFile::Parse(Bytes(prefix), "cut.gguf");
     ASSERT_FALSE(file.ok()) << "prefix of " << size << " bytes parsed";
-    EXPECT_THAT(file.status().code(), AnyOf(absl::StatusCode::kDataLoss,
-                                            absl::StatusCode::kInvalidArgument))
+    EXPECT_THAT(file.status().code(),
+                AnyOf(absl::StatusCode::kDataLoss, absl::StatusCode::kInvalidArgument))
         << file.status();
   }
 }
@@ -195,7 +195,7 @@ struct TensorEntry {
 };
 TensorEntry EntryOf(uint32_t n_dims) {
   const size_t start = 24 + 8 + 1 + 4;  // header, name length, "t", n_dims
-  return {start, start + 8 * n_dims, start + 8 * n_dims + 4};
+  return {start, start + size_t{8} * n_dims, start + size_t{8} * n_dims + 4};
 }
 
 TEST(GgufFile, RejectsHostileTensors) {

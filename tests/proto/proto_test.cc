@@ -15,7 +15,7 @@ TEST(Proto, TensorRoundTrips) {
   tensor.set_dtype(v1::DTYPE_F16);
   tensor.add_shape(2);
   tensor.add_shape(64);
-  tensor.set_data(std::string(2 * 64 * 2, '\x3c'));
+  tensor.set_data(std::string(size_t{2} * 64 * 2, '\x3c'));
   std::string wire;
   ASSERT_TRUE(tensor.SerializeToString(&wire));
   v1::Tensor parsed;
@@ -29,8 +29,8 @@ TEST(Proto, TensorRoundTrips) {
 // Methods are looked up through a message of the same file, which also makes the linker keep
 // that file's generated code (and its descriptor) in the test binary.
 const google::protobuf::MethodDescriptor* Method(const google::protobuf::FileDescriptor* file,
-                                                const std::string& service,
-                                                const std::string& method) {
+                                                 const std::string& service,
+                                                 const std::string& method) {
   const auto* descriptor = file->FindServiceByName(service);
   return descriptor == nullptr ? nullptr : descriptor->FindMethodByName(method);
 }

@@ -74,8 +74,8 @@ void GgufWriter::AddInt32Array(std::string_view key, const std::vector<int32_t>&
   ++n_metadata_;
 }
 
-void GgufWriter::AddTensor(std::string_view name, const std::vector<uint64_t>& dims,
-                           uint32_t type, std::string_view data) {
+void GgufWriter::AddTensor(std::string_view name, const std::vector<uint64_t>& dims, uint32_t type,
+                           std::string_view data) {
   tensors_.push_back(Tensor{std::string(name), dims, type, std::string(data)});
 }
 

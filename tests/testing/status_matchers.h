@@ -26,8 +26,8 @@ const absl::Status& GetStatus(const absl::StatusOr<T>& status_or) {
 
 // Matches a Status or StatusOr whose code equals `code` and whose message matches `message`.
 MATCHER_P2(StatusIs, code, message,
-           ::testing::DescribeMatcher<std::string>(
-               ::testing::MatcherCast<std::string>(message), negation)) {
+           ::testing::DescribeMatcher<std::string>(::testing::MatcherCast<std::string>(message),
+                                                   negation)) {
   const absl::Status& status = ::silo::testing::GetStatus(arg);
   *result_listener << "whose status is " << status;
   return status.code() == code &&
