@@ -33,7 +33,10 @@ function(_silo_target_options target no_werror)
   endif()
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:${cxx_flags}>)
   if(SILO_HAVE_CUDA)
-    list(JOIN cxx_flags "," host_flags)
+    # nvcc's intermediate host files use GCC line markers, which -Wpedantic rejects.
+    set(host_flags ${cxx_flags})
+    list(REMOVE_ITEM host_flags -Wpedantic)
+    list(JOIN host_flags "," host_flags)
     target_compile_options(${target} PRIVATE
       $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=${host_flags}>
       $<$<COMPILE_LANGUAGE:CUDA>:--Werror=all-warnings>)
