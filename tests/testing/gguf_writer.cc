@@ -22,55 +22,47 @@ constexpr uint32_t kUint32 = 4, kInt32 = 5, kFloat32 = 6, kBool = 7, kString = 8
 }  // namespace
 
 void GgufWriter::AddString(std::string_view key, std::string_view value) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kString);
+  AddKey(key, kString);
   PutString(metadata_, value);
-  ++n_metadata_;
 }
 
 void GgufWriter::AddUint32(std::string_view key, uint32_t value) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kUint32);
+  AddKey(key, kUint32);
   Put<uint32_t>(metadata_, value);
-  ++n_metadata_;
 }
 
 void GgufWriter::AddInt32(std::string_view key, int32_t value) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kInt32);
+  AddKey(key, kInt32);
   Put<int32_t>(metadata_, value);
-  ++n_metadata_;
 }
 
 void GgufWriter::AddFloat32(std::string_view key, float value) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kFloat32);
+  AddKey(key, kFloat32);
   Put<float>(metadata_, value);
-  ++n_metadata_;
 }
 
 void GgufWriter::AddBool(std::string_view key, bool value) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kBool);
+  AddKey(key, kBool);
   Put<uint8_t>(metadata_, value ? 1 : 0);
-  ++n_metadata_;
 }
 
 void GgufWriter::AddStringArray(std::string_view key, const std::vector<std::string>& values) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kArray);
+  AddKey(key, kArray);
   Put<uint32_t>(metadata_, kString);
   Put<uint64_t>(metadata_, values.size());
   for (const std::string& value : values) PutString(metadata_, value);
-  ++n_metadata_;
 }
 
 void GgufWriter::AddInt32Array(std::string_view key, const std::vector<int32_t>& values) {
-  PutString(metadata_, key);
-  Put<uint32_t>(metadata_, kArray);
+  AddKey(key, kArray);
   Put<uint32_t>(metadata_, kInt32);
   Put<uint64_t>(metadata_, values.size());
   for (const int32_t value : values) Put<int32_t>(metadata_, value);
+}
+
+void GgufWriter::AddKey(std::string_view key, uint32_t value_type) {
+  PutString(metadata_, key);
+  Put<uint32_t>(metadata_, value_type);
   ++n_metadata_;
 }
 

@@ -30,6 +30,9 @@ class GgufWriter {
   std::string Build() const;
 
  private:
+  // Starts a metadata entry: the key and the value's type id.
+  void AddKey(std::string_view key, uint32_t value_type);
+
   struct Tensor {
     std::string name;
     std::vector<uint64_t> dims;
