@@ -1,0 +1,183 @@
+#include "attention/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <vector>
+
+#include "attention/half.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+
+namespace silo::attention {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+constexpr size_t kAlignment = 64;
+
+float LoadKv(const void* base, KvDType dtype, int64_t index) {
+  switch (dtype) {
+    case KvDType::kF32:
+      return static_cast<const float*>(base)[index];
+    case KvDType::kF16:
+      return HalfToFloat(static_cast<const uint16_t*>(base)[index]);
+    case KvDType::kBF16:
+      return Bf16ToFloat(static_cast<const uint16_t*>(base)[index]);
+  }
+  return 0;
+}
+
+// In-place normalized Walsh–Hadamard transform of x[0, n), n a power of two.
+void Hadamard(float* x, int32_t n) {
+  for (int32_t half = 1; half < n; half *= 2) {
+    for (int32_t start = 0; start < n; start += 2 * half) {
+      for (int32_t i = start; i < start + half; ++i) {
+        const float a = x[i];
+        const float b = x[i + half];
+        x[i] = a + b;
+        x[i + half] = a - b;
+      }
+    }
+  }
+  const float norm = 1.0f / std::sqrt(static_cast<float>(n));
+  for (int32_t i = 0; i < n; ++i) x[i] *= norm;
+}
+
+}  // namespace
+
+absl::StatusOr<BackendBuffer> CpuBackend::Allocate(size_t bytes) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + kAlignment - 1) / kAlignment * kAlignment;
+  void* data = std::aligned_alloc(kAlignment, rounded);
+  if (data == nullptr) {
+    return absl::ResourceExhaustedError(StrCat("cpu backend: cannot allocate ", bytes, " bytes"));
+  }
+  return BackendBuffer(this, data, bytes);
+}
+
+void CpuBackend::Free(void* data) { std::free(data); }
+
+absl::Status CpuBackend::CopyIn(void* backend_dst, const void* host_src, size_t bytes) {
+  if (bytes > 0) std::memcpy(backend_dst, host_src, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::CopyOut(void* host_dst, const void* backend_src, size_t bytes) {
+  if (bytes > 0) std::memcpy(host_dst, backend_src, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
+  SILO_RETURN_IF_ERROR(ValidatePartialAttention(a));
+  const int32_t group = a.n_heads / a.n_kv_heads;
+  const int32_t d = a.head_dim;
+  std::vector<float> scores(static_cast<size_t>(a.n_kv));
+  for (int32_t i = 0; i < a.n_q; ++i) {
+    for (int32_t h = 0; h < a.n_heads; ++h) {
+      const int32_t kv_head = h / group;
+      const float* q = a.q + (static_cast<int64_t>(i) * a.n_heads + h) * d;
+      const int64_t row = static_cast<int64_t>(i) * a.n_heads + h;
+      float* o = a.o + row * d;
+      // Scores and their maximum; masked keys stay at -inf.
+      float m = kNegInf;
+      for (int32_t j = 0; j < a.n_kv; ++j) {
+        scores[j] = kNegInf;
+        if (a.q_positions != nullptr && a.kv_positions[j] > a.q_positions[i]) continue;
+        const int64_t k_base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
+        float dot = 0;
+        for (int32_t c = 0; c < d; ++c) dot += q[c] * LoadKv(a.k, a.kv_dtype, k_base + c);
+        scores[j] = dot * a.scale;
+        m = std::max(m, scores[j]);
+      }
+      std::fill(o, o + d, 0.0f);
+      float l = 0;
+      if (m != kNegInf) {
+        for (int32_t j = 0; j < a.n_kv; ++j) {
+          if (scores[j] == kNegInf) continue;
+          const float p = std::exp(scores[j] - m);
+          l += p;
+          const int64_t v_base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
+          for (int32_t c = 0; c < d; ++c) o[c] += p * LoadKv(a.v, a.kv_dtype, v_base + c);
+        }
+        for (int32_t c = 0; c < d; ++c) o[c] /= l;
+      }
+      a.m[row] = m;
+      a.l[row] = l;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::MergePartials(const MergeArgs& a) {
+  SILO_RETURN_IF_ERROR(ValidateMerge(a));
+  const int32_t d = a.head_dim;
+  for (int32_t r = 0; r < a.n_rows; ++r) {
+    float m = kNegInf;
+    for (int32_t p = 0; p < a.n_parts; ++p) {
+      const int64_t part_row = static_cast<int64_t>(p) * a.n_rows + r;
+      if (a.l[part_row] > 0) m = std::max(m, a.m[part_row]);
+    }
+    float* out = a.out_o + static_cast<int64_t>(r) * d;
+    std::fill(out, out + d, 0.0f);
+    float l = 0;
+    if (m != kNegInf) {
+      for (int32_t p = 0; p < a.n_parts; ++p) {
+        const int64_t part_row = static_cast<int64_t>(p) * a.n_rows + r;
+        if (!(a.l[part_row] > 0)) continue;  // empty part (also guards m = -inf)
+        const float weight = a.l[part_row] * std::exp(a.m[part_row] - m);
+        l += weight;
+        const float* o = a.o + part_row * d;
+        for (int32_t c = 0; c < d; ++c) out[c] += weight * o[c];
+      }
+      for (int32_t c = 0; c < d; ++c) out[c] /= l;
+    }
+    a.out_m[r] = m;
+    a.out_l[r] = l;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::TransformRows(const RowTransformArgs& a) {
+  SILO_RETURN_IF_ERROR(ValidateTransformRows(a));
+  const int32_t n = a.dim;
+  std::vector<float> t(n), u(n);
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    const float* in = a.in + r * a.in_stride;
+    for (int32_t c = 0; c < n; ++c) t[c] = c < a.in_dim ? in[c] * a.pre_scale[c] : 0.0f;
+    for (int32_t c = 0; c < n; ++c) u[c] = a.pre_gather != nullptr ? t[a.pre_gather[c]] : t[c];
+    if (a.mix == RowMix::kHadamard) {
+      Hadamard(u.data(), n);
+    } else {
+      for (int32_t c = 0; c < n; ++c) {
+        float sum = 0;
+        for (int32_t k = 0; k < n; ++k) sum += u[k] * a.matrix[static_cast<int64_t>(k) * n + c];
+        t[c] = sum;
+      }
+      u.swap(t);
+    }
+    float* out = a.out + r * a.out_stride;
+    for (int32_t c = 0; c < a.out_dim; ++c) {
+      out[c] = (a.post_gather != nullptr ? u[a.post_gather[c]] : u[c]) * a.post_scale[c];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CpuBackend::GatherRows(const GatherRowsArgs& a) {
+  SILO_RETURN_IF_ERROR(ValidateGatherRows(a));
+  for (int64_t i = 0; i < a.n_out; ++i) {
+    if (a.rows[i] < 0 || a.rows[i] >= a.n_in) {
+      return absl::InvalidArgumentError(
+          StrCat("gather rows: row index ", a.rows[i], " is outside [0, ", a.n_in, ")"));
+    }
+  }
+  for (int64_t i = 0; i < a.n_out; ++i) {
+    std::memcpy(static_cast<char*>(a.out) + i * a.row_bytes,
+                static_cast<const char*>(a.in) + a.rows[i] * a.row_bytes, a.row_bytes);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace silo::attention

@@ -1,0 +1,474 @@
+#include <algorithm>
+#include <cmath>
+
+#include "attention/cuda/cuda_common.cuh"
+#include "attention/cuda/merge.cuh"
+#include "attention/cuda/partial_attention.cuh"
+
+namespace silo::attention::cuda {
+namespace {
+
+constexpr int kWarps = 4;  // per block, both kernels
+constexpr int kThreads = kWarps * kWarpSize;
+constexpr int kMaxDecodeRows = 8;  // query rows × heads per KV head handled by the split kernel
+constexpr size_t kSharedBudget = 48 * 1024;
+
+constexpr int NextPowerOfTwo(int n) {
+  int p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+template <typename T>
+__device__ __forceinline__ float ToFloat(T x);
+template <>
+__device__ __forceinline__ float ToFloat<float>(float x) {
+  return x;
+}
+template <>
+__device__ __forceinline__ float ToFloat<__half>(__half x) {
+  return __half2float(x);
+}
+template <>
+__device__ __forceinline__ float ToFloat<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+
+// Layout of one key (or value) row for the split kernel: a row of HEAD_DIM elements is read by
+// kLanes lanes as 16-byte vectors; a warp reads kKeysPerWarp rows at once.
+template <typename T, int HEAD_DIM>
+struct RowLayout {
+  static constexpr int kVec = VecElements<T>();
+  static constexpr int kChunks = HEAD_DIM / kVec;
+  static constexpr int kLanes = kChunks >= kWarpSize ? kWarpSize : NextPowerOfTwo(kChunks);
+  static constexpr int kChunksPerLane = (kChunks + kLanes - 1) / kLanes;
+  static constexpr int kKeysPerWarp = kWarpSize / kLanes;
+  static constexpr int kUnroll = 4;  // rows in flight per subgroup
+  static constexpr int kKeysPerStep = kWarps * kKeysPerWarp * kUnroll;
+};
+
+struct SplitParams {
+  PartialAttentionArgs a;
+  int group;           // query heads per KV head
+  int rows;            // n_q × group: rows of one KV head
+  int keys_per_split;
+  float* o;  // [n_splits, n_q × n_heads, head_dim]
+  float* m;  // [n_splits, n_q × n_heads]
+  float* l;
+};
+
+// One block = one split of keys of one KV head, for every query row and head of that KV head.
+template <typename T, int HEAD_DIM, int ROWS>
+__global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
+  using L = RowLayout<T, HEAD_DIM>;
+  extern __shared__ float shared[];
+  float* scores = shared;                                    // [ROWS][keys_per_split]
+  float* reduce = scores + ROWS * p.keys_per_split;          // [kWarps][ROWS][HEAD_DIM]
+  float* row_m = reduce + kWarps * ROWS * HEAD_DIM;          // [ROWS]
+  float* row_l = row_m + ROWS;                               // [ROWS]
+
+  const PartialAttentionArgs& a = p.a;
+  const int split = blockIdx.x;
+  const int kv_head = blockIdx.y;
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int sub = lane / L::kLanes;       // which row of the warp's kKeysPerWarp
+  const int sub_lane = lane % L::kLanes;  // which 16-byte chunks of that row
+  const int begin = split * p.keys_per_split;
+  const int n = max(0, min(p.keys_per_split, a.n_kv - begin));
+  const int64_t kv_stride = static_cast<int64_t>(a.n_kv_heads) * HEAD_DIM;
+  const T* k_base = static_cast<const T*>(a.k) + static_cast<int64_t>(begin) * kv_stride +
+                    static_cast<int64_t>(kv_head) * HEAD_DIM;
+  const T* v_base = static_cast<const T*>(a.v) + static_cast<int64_t>(begin) * kv_stride +
+                    static_cast<int64_t>(kv_head) * HEAD_DIM;
+
+  // This lane's slices of the (scaled) query rows.
+  float q[ROWS][L::kChunksPerLane][L::kVec];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    const int i = r / p.group;
+    const int head = kv_head * p.group + r % p.group;
+#pragma unroll
+    for (int t = 0; t < L::kChunksPerLane; ++t) {
+      const int c = sub_lane + t * L::kLanes;
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) {
+        q[r][t][e] = (r < p.rows && c < L::kChunks)
+                         ? a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM +
+                               c * L::kVec + e] * a.scale
+                         : 0.0f;
+      }
+    }
+  }
+
+  // Phase 1: scores of every key of the split, into shared memory.
+  for (int step = 0; step < n; step += L::kKeysPerStep) {
+    float kv[L::kUnroll][L::kChunksPerLane][L::kVec];
+#pragma unroll
+    for (int u = 0; u < L::kUnroll; ++u) {
+      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+#pragma unroll
+      for (int t = 0; t < L::kChunksPerLane; ++t) {
+        const int c = sub_lane + t * L::kLanes;
+        if (j < n && c < L::kChunks) {
+          LoadVec<T>(k_base + j * kv_stride + c * L::kVec, kv[u][t]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < L::kVec; ++e) kv[u][t][e] = 0;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < L::kUnroll; ++u) {
+      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+      float dot[ROWS];
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        dot[r] = 0;
+#pragma unroll
+        for (int t = 0; t < L::kChunksPerLane; ++t) {
+#pragma unroll
+          for (int e = 0; e < L::kVec; ++e) dot[r] += q[r][t][e] * kv[u][t][e];
+        }
+#pragma unroll
+        for (int offset = L::kLanes / 2; offset > 0; offset /= 2) {
+          dot[r] += __shfl_xor_sync(0xffffffffu, dot[r], offset);
+        }
+      }
+      if (sub_lane == 0 && j < n) {
+        const int kv_position = a.kv_positions != nullptr ? a.kv_positions[begin + j] : 0;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+          if (r >= p.rows) break;
+          const bool masked =
+              a.q_positions != nullptr && kv_position > a.q_positions[r / p.group];
+          scores[r * p.keys_per_split + j] = masked ? -INFINITY : dot[r];
+        }
+      }
+    }
+  }
+  __syncthreads();
+
+  // Phase 2: per row, m = max s and p = exp(s − m) in place, l = Σ p.
+  for (int r = warp; r < p.rows; r += kWarps) {
+    float* s = scores + r * p.keys_per_split;
+    float m = -INFINITY;
+    for (int j = lane; j < n; j += kWarpSize) m = fmaxf(m, s[j]);
+    m = WarpMax(m);
+    float l = 0;
+    for (int j = lane; j < n; j += kWarpSize) {
+      const float e = m == -INFINITY ? 0.0f : expf(s[j] - m);
+      s[j] = e;
+      l += e;
+    }
+    l = WarpSum(l);
+    if (lane == 0) {
+      row_m[r] = m;
+      row_l[r] = l;
+    }
+  }
+  __syncthreads();
+
+  // Phase 3: Σ p·v per row, each subgroup over its keys, then across subgroups and warps.
+  float acc[ROWS][L::kChunksPerLane][L::kVec];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int t = 0; t < L::kChunksPerLane; ++t) {
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) acc[r][t][e] = 0;
+    }
+  }
+  for (int step = 0; step < n; step += L::kKeysPerStep) {
+    float kv[L::kUnroll][L::kChunksPerLane][L::kVec];
+#pragma unroll
+    for (int u = 0; u < L::kUnroll; ++u) {
+      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+#pragma unroll
+      for (int t = 0; t < L::kChunksPerLane; ++t) {
+        const int c = sub_lane + t * L::kLanes;
+        if (j < n && c < L::kChunks) {
+          LoadVec<T>(v_base + j * kv_stride + c * L::kVec, kv[u][t]);
+        } else {
+#pragma unroll
+          for (int e = 0; e < L::kVec; ++e) kv[u][t][e] = 0;
+        }
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < L::kUnroll; ++u) {
+      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+      if (j >= n) continue;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const float weight = r < p.rows ? scores[r * p.keys_per_split + j] : 0.0f;
+#pragma unroll
+        for (int t = 0; t < L::kChunksPerLane; ++t) {
+#pragma unroll
+          for (int e = 0; e < L::kVec; ++e) acc[r][t][e] += weight * kv[u][t][e];
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+    for (int t = 0; t < L::kChunksPerLane; ++t) {
+#pragma unroll
+      for (int e = 0; e < L::kVec; ++e) {
+#pragma unroll
+        for (int offset = L::kLanes; offset < kWarpSize; offset *= 2) {
+          acc[r][t][e] += __shfl_xor_sync(0xffffffffu, acc[r][t][e], offset);
+        }
+      }
+    }
+  }
+  if (sub == 0) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+      for (int t = 0; t < L::kChunksPerLane; ++t) {
+        const int c = sub_lane + t * L::kLanes;
+        if (c >= L::kChunks) continue;
+#pragma unroll
+        for (int e = 0; e < L::kVec; ++e) {
+          reduce[(warp * ROWS + r) * HEAD_DIM + c * L::kVec + e] = acc[r][t][e];
+        }
+      }
+    }
+  }
+  __syncthreads();
+  const int64_t total_rows = static_cast<int64_t>(a.n_q) * a.n_heads;
+  for (int idx = threadIdx.x; idx < p.rows * HEAD_DIM; idx += kThreads) {
+    const int r = idx / HEAD_DIM;
+    const int c = idx % HEAD_DIM;
+    float sum = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += reduce[(w * ROWS + r) * HEAD_DIM + c];
+    const float l = row_l[r];
+    const int64_t row = static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group +
+                        r % p.group;
+    p.o[(split * total_rows + row) * HEAD_DIM + c] = l > 0 ? sum / l : 0.0f;
+  }
+  if (static_cast<int>(threadIdx.x) < p.rows) {
+    const int r = threadIdx.x;
+    const int64_t row = static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group +
+                        r % p.group;
+    p.m[split * total_rows + row] = row_l[r] > 0 ? row_m[r] : -INFINITY;
+    p.l[split * total_rows + row] = row_l[r];
+  }
+}
+
+// One warp per (query row, head) pair; a block's pairs share a KV head and its key tiles.
+template <typename T, int HEAD_DIM>
+__global__ void __launch_bounds__(kThreads) TiledKernel(PartialAttentionArgs a, int group) {
+  constexpr int kTile = HEAD_DIM <= 128 ? 32 : 16;
+  constexpr int kStride = HEAD_DIM + 1;  // padding: lanes read different keys without conflicts
+  constexpr int kDimsPerLane = (HEAD_DIM + kWarpSize - 1) / kWarpSize;
+  __shared__ float q_shared[kWarps][HEAD_DIM];
+  __shared__ float k_tile[kTile * kStride];
+  __shared__ float v_tile[kTile * kStride];
+
+  const int warp = threadIdx.x / kWarpSize;
+  const int lane = threadIdx.x % kWarpSize;
+  const int kv_head = blockIdx.y;
+  const int pair = blockIdx.x * kWarps + warp;
+  const bool active = pair < a.n_q * group;
+  const int i = active ? pair / group : 0;
+  const int head = kv_head * group + pair % group;
+  const int q_position = (active && a.q_positions != nullptr) ? a.q_positions[i] : 0;
+  if (active) {
+    for (int c = lane; c < HEAD_DIM; c += kWarpSize) {
+      q_shared[warp][c] = a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM + c] * a.scale;
+    }
+  }
+  const int64_t kv_stride = static_cast<int64_t>(a.n_kv_heads) * HEAD_DIM;
+  const T* k = static_cast<const T*>(a.k) + static_cast<int64_t>(kv_head) * HEAD_DIM;
+  const T* v = static_cast<const T*>(a.v) + static_cast<int64_t>(kv_head) * HEAD_DIM;
+
+  float m = -INFINITY, l = 0;
+  float acc[kDimsPerLane];
+#pragma unroll
+  for (int e = 0; e < kDimsPerLane; ++e) acc[e] = 0;
+
+  for (int tile = 0; tile < a.n_kv; tile += kTile) {
+    __syncthreads();  // previous tile consumed (and q_shared written, first time)
+    for (int idx = threadIdx.x; idx < kTile * HEAD_DIM; idx += kThreads) {
+      const int key = idx / HEAD_DIM;
+      const int c = idx % HEAD_DIM;
+      const int j = tile + key;
+      const bool valid = j < a.n_kv;
+      k_tile[key * kStride + c] = valid ? ToFloat(k[j * kv_stride + c]) : 0.0f;
+      v_tile[key * kStride + c] = valid ? ToFloat(v[j * kv_stride + c]) : 0.0f;
+    }
+    __syncthreads();
+    if (!active) continue;
+    const int j = tile + lane;
+    float s = -INFINITY;
+    if (lane < kTile && j < a.n_kv &&
+        (a.q_positions == nullptr || a.kv_positions[j] <= q_position)) {
+      float dot = 0;
+      for (int c = 0; c < HEAD_DIM; ++c) dot += q_shared[warp][c] * k_tile[lane * kStride + c];
+      s = dot;
+    }
+    const float m_new = fmaxf(m, WarpMax(s));
+    if (m_new == -INFINITY) continue;  // nothing visible yet
+    const float correction = expf(m - m_new);  // 0 when m is -inf
+    const float weight = s == -INFINITY ? 0.0f : expf(s - m_new);
+    l = l * correction + WarpSum(weight);
+#pragma unroll
+    for (int e = 0; e < kDimsPerLane; ++e) acc[e] *= correction;
+    for (int t = 0; t < kTile; ++t) {
+      const float w = __shfl_sync(0xffffffffu, weight, t);
+#pragma unroll
+      for (int e = 0; e < kDimsPerLane; ++e) {
+        const int c = lane + e * kWarpSize;
+        if (c < HEAD_DIM) acc[e] += w * v_tile[t * kStride + c];
+      }
+    }
+    m = m_new;
+  }
+  if (!active) return;
+  const int64_t row = static_cast<int64_t>(i) * a.n_heads + head;
+#pragma unroll
+  for (int e = 0; e < kDimsPerLane; ++e) {
+    const int c = lane + e * kWarpSize;
+    if (c < HEAD_DIM) a.o[row * HEAD_DIM + c] = l > 0 ? acc[e] / l : 0.0f;
+  }
+  if (lane == 0) {
+    a.m[row] = l > 0 ? m : -INFINITY;
+    a.l[row] = l;
+  }
+}
+
+template <int HEAD_DIM, int ROWS>
+constexpr size_t ReduceBytes() {
+  return (static_cast<size_t>(kWarps) * ROWS * HEAD_DIM + 2 * ROWS) * sizeof(float);
+}
+
+int DecodeRowsBucket(int rows) {
+  return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
+}
+
+size_t ReduceBytesFor(int head_dim, int rows_bucket) {
+  return (static_cast<size_t>(kWarps) * rows_bucket * head_dim + 2 * rows_bucket) * sizeof(float);
+}
+
+template <typename T, int HEAD_DIM, int ROWS>
+cudaError_t LaunchSplit(const SplitParams& params, int n_splits, int n_kv_heads,
+                        cudaStream_t stream) {
+  const size_t shared =
+      static_cast<size_t>(ROWS) * params.keys_per_split * sizeof(float) + ReduceBytes<HEAD_DIM, ROWS>();
+  SplitKvKernel<T, HEAD_DIM, ROWS><<<dim3(n_splits, n_kv_heads), kThreads, shared, stream>>>(params);
+  return cudaGetLastError();
+}
+
+template <typename T, int HEAD_DIM>
+cudaError_t LaunchForHeadDim(const PartialAttentionArgs& a, const PartialAttentionPlan& plan,
+                             float* scratch, cudaStream_t stream) {
+  const int group = a.n_heads / a.n_kv_heads;
+  if (!plan.split_kv) {
+    const dim3 grid((a.n_q * group + kWarps - 1) / kWarps, a.n_kv_heads);
+    TiledKernel<T, HEAD_DIM><<<grid, kThreads, 0, stream>>>(a, group);
+    return cudaGetLastError();
+  }
+  const int64_t total_rows = static_cast<int64_t>(a.n_q) * a.n_heads;
+  SplitParams params{a, group, a.n_q * group, plan.keys_per_split, a.o, a.m, a.l};
+  if (plan.n_splits > 1) {
+    params.o = scratch;
+    params.m = scratch + plan.n_splits * total_rows * HEAD_DIM;
+    params.l = params.m + plan.n_splits * total_rows;
+  }
+  cudaError_t error = cudaSuccess;
+  switch (DecodeRowsBucket(params.rows)) {
+    case 1:
+      error = LaunchSplit<T, HEAD_DIM, 1>(params, plan.n_splits, a.n_kv_heads, stream);
+      break;
+    case 2:
+      error = LaunchSplit<T, HEAD_DIM, 2>(params, plan.n_splits, a.n_kv_heads, stream);
+      break;
+    case 4:
+      error = LaunchSplit<T, HEAD_DIM, 4>(params, plan.n_splits, a.n_kv_heads, stream);
+      break;
+    default:
+      error = LaunchSplit<T, HEAD_DIM, 8>(params, plan.n_splits, a.n_kv_heads, stream);
+      break;
+  }
+  if (error != cudaSuccess || plan.n_splits == 1) return error;
+  MergeArgs merge;
+  merge.o = params.o;
+  merge.m = params.m;
+  merge.l = params.l;
+  merge.n_parts = plan.n_splits;
+  merge.n_rows = static_cast<int32_t>(total_rows);
+  merge.head_dim = HEAD_DIM;
+  merge.out_o = a.o;
+  merge.out_m = a.m;
+  merge.out_l = a.l;
+  return LaunchMerge(merge, stream);
+}
+
+template <typename T>
+cudaError_t LaunchForType(const PartialAttentionArgs& a, const PartialAttentionPlan& plan,
+                          float* scratch, cudaStream_t stream) {
+  switch (a.head_dim) {
+    case 64:
+      return LaunchForHeadDim<T, 64>(a, plan, scratch, stream);
+    case 80:
+      return LaunchForHeadDim<T, 80>(a, plan, scratch, stream);
+    case 96:
+      return LaunchForHeadDim<T, 96>(a, plan, scratch, stream);
+    case 128:
+      return LaunchForHeadDim<T, 128>(a, plan, scratch, stream);
+    case 256:
+      return LaunchForHeadDim<T, 256>(a, plan, scratch, stream);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace
+
+bool IsSupportedHeadDim(int head_dim) {
+  return head_dim == 64 || head_dim == 80 || head_dim == 96 || head_dim == 128 || head_dim == 256;
+}
+
+PartialAttentionPlan PlanPartialAttention(const PartialAttentionArgs& a, int n_sms) {
+  PartialAttentionPlan plan;
+  const int rows = a.n_q * (a.n_heads / a.n_kv_heads);
+  plan.split_kv = rows <= kMaxDecodeRows;
+  if (!plan.split_kv) return plan;
+  const int bucket = DecodeRowsBucket(rows);
+  // Shared memory per block: scores of the split plus the cross-warp reduction.
+  const size_t score_budget = kSharedBudget - ReduceBytesFor(a.head_dim, bucket);
+  const int max_keys = std::max<int>(32, static_cast<int>(score_budget / (bucket * sizeof(float))) / 32 * 32);
+  // Enough blocks to fill the device a few times over, at least 64 keys a split.
+  const int target_blocks = 4 * std::max(n_sms, 1);
+  int n_splits = std::max(1, (target_blocks + a.n_kv_heads - 1) / a.n_kv_heads);
+  n_splits = std::min(n_splits, std::max(1, (a.n_kv + 63) / 64));
+  int keys = std::max(1, (a.n_kv + n_splits - 1) / n_splits);
+  keys = std::min((keys + 31) / 32 * 32, max_keys);
+  plan.keys_per_split = keys;
+  plan.n_splits = std::max(1, (a.n_kv + keys - 1) / keys);
+  if (plan.n_splits > 1) {
+    const size_t total_rows = static_cast<size_t>(a.n_q) * a.n_heads;
+    plan.scratch_floats = plan.n_splits * total_rows * (a.head_dim + 2);
+  }
+  return plan;
+}
+
+cudaError_t LaunchPartialAttention(const PartialAttentionArgs& args,
+                                   const PartialAttentionPlan& plan, float* scratch,
+                                   cudaStream_t stream) {
+  switch (args.kv_dtype) {
+    case KvDType::kF32:
+      return LaunchForType<float>(args, plan, scratch, stream);
+    case KvDType::kF16:
+      return LaunchForType<__half>(args, plan, scratch, stream);
+    case KvDType::kBF16:
+      return LaunchForType<__nv_bfloat16>(args, plan, scratch, stream);
+  }
+  return cudaErrorInvalidValue;
+}
+
+}  // namespace silo::attention::cuda

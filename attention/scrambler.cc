@@ -1,0 +1,200 @@
+#include "attention/scrambler.h"
+
+#include <cmath>
+#include <numeric>
+#include <utility>
+
+#include "common/status_macros.h"
+#include "common/strings.h"
+
+namespace silo::attention {
+namespace {
+
+// Generator streams of one seed, so that each parameter has its own.
+enum Stream : uint64_t { kScaleStream = 1, kPermutationStream = 2, kMatrixStream = 3 };
+
+int32_t NextPowerOfTwo(int32_t n) {
+  int32_t p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+// Magnitude log-uniform in [1/max_scale, max_scale], sign uniform.
+std::vector<float> RandomScales(SeededGenerator& generator, int32_t n, double max_scale) {
+  std::vector<float> scales(n);
+  const double log_max = std::log(max_scale);
+  for (float& scale : scales) {
+    const double magnitude = std::exp((2.0 * generator.UniformDouble() - 1.0) * log_max);
+    scale = static_cast<float>((generator.NextUint32() & 1u) ? -magnitude : magnitude);
+  }
+  return scales;
+}
+
+std::vector<int32_t> RandomPermutation(SeededGenerator& generator, int32_t n) {
+  std::vector<int32_t> permutation(n);
+  std::iota(permutation.begin(), permutation.end(), 0);
+  for (int32_t i = n - 1; i > 0; --i) {
+    std::swap(permutation[i], permutation[generator.Below(static_cast<uint64_t>(i) + 1)]);
+  }
+  return permutation;
+}
+
+std::vector<float> Reciprocals(const std::vector<float>& values) {
+  std::vector<float> out(values.size());
+  for (size_t i = 0; i < values.size(); ++i) out[i] = 1.0f / values[i];
+  return out;
+}
+
+// Haar-random orthogonal [n, n] matrix, row-major: Gram–Schmidt (twice, in f64) on the columns of
+// a Gaussian matrix; a positive diagonal of R makes the distribution Haar.
+std::vector<double> HaarOrthogonal(SeededGenerator& generator, int32_t n) {
+  std::vector<double> columns(static_cast<size_t>(n) * n);  // column c at [c * n, (c + 1) * n)
+  for (double& x : columns) x = generator.Normal();
+  for (int32_t c = 0; c < n; ++c) {
+    double* column = &columns[static_cast<size_t>(c) * n];
+    for (int pass = 0; pass < 2; ++pass) {
+      for (int32_t p = 0; p < c; ++p) {
+        const double* previous = &columns[static_cast<size_t>(p) * n];
+        double dot = 0;
+        for (int32_t i = 0; i < n; ++i) dot += column[i] * previous[i];
+        for (int32_t i = 0; i < n; ++i) column[i] -= dot * previous[i];
+      }
+    }
+    double norm = 0;
+    for (int32_t i = 0; i < n; ++i) norm += column[i] * column[i];
+    norm = std::sqrt(norm);
+    for (int32_t i = 0; i < n; ++i) column[i] /= norm;
+  }
+  std::vector<double> matrix(columns.size());
+  for (int32_t r = 0; r < n; ++r) {
+    for (int32_t c = 0; c < n; ++c) matrix[static_cast<size_t>(r) * n + c] = columns[c * n + r];
+  }
+  return matrix;
+}
+
+std::vector<float> ToFloat(const std::vector<double>& values, int32_t n, bool transpose) {
+  std::vector<float> out(values.size());
+  for (int32_t r = 0; r < n; ++r) {
+    for (int32_t c = 0; c < n; ++c) {
+      out[static_cast<size_t>(r) * n + c] =
+          static_cast<float>(transpose ? values[c * n + r] : values[r * n + c]);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<Scrambler> Scrambler::Create(int32_t head_dim, const Seed& seed,
+                                            const ScramblerOptions& options) {
+  if (head_dim < 1 || head_dim > 1024) {
+    return absl::InvalidArgumentError(StrCat("scrambler: head_dim ", head_dim,
+                                             " is outside [1, 1024]"));
+  }
+  if (!(options.max_scale >= 1.0) || !std::isfinite(options.max_scale)) {
+    return absl::InvalidArgumentError("scrambler: max_scale must be finite and at least 1");
+  }
+  const bool sphps = options.mixer == Mixer::kSphps;
+  const int32_t dim = sphps ? NextPowerOfTwo(head_dim) : head_dim;
+
+  SeededGenerator scale_generator(seed, kScaleStream);
+  const std::vector<float> s1 = RandomScales(scale_generator, dim, options.max_scale);
+  const std::vector<float> s2 = RandomScales(scale_generator, dim, options.max_scale);
+
+  Scrambler scrambler;
+  scrambler.head_dim_ = head_dim;
+  RowTransform& forward = scrambler.forward_;
+  forward.dim = dim;
+  forward.in_dim = head_dim;
+  forward.out_dim = dim;
+  forward.pre_scale = s1;
+  forward.post_scale = s2;
+  RowTransform inverse;
+  inverse.dim = dim;
+  inverse.in_dim = dim;
+  inverse.out_dim = head_dim;
+  inverse.pre_scale = Reciprocals(s2);
+  inverse.post_scale = Reciprocals(s1);
+
+  if (sphps) {
+    SeededGenerator permutation_generator(seed, kPermutationStream);
+    forward.mix = inverse.mix = RowMix::kHadamard;
+    forward.pre_gather = RandomPermutation(permutation_generator, dim);   // P1
+    forward.post_gather = RandomPermutation(permutation_generator, dim);  // P2
+    inverse.pre_gather = InversePermutation(forward.post_gather);         // P2ᵀ
+    inverse.post_gather = InversePermutation(forward.pre_gather);         // P1ᵀ
+  } else {
+    SeededGenerator matrix_generator(seed, kMatrixStream);
+    const std::vector<double> q = HaarOrthogonal(matrix_generator, dim);
+    forward.mix = inverse.mix = RowMix::kMatrix;
+    forward.matrix = ToFloat(q, dim, /*transpose=*/false);
+    inverse.matrix = ToFloat(q, dim, /*transpose=*/true);
+  }
+
+  // Φ^{-T} = S1⁻¹·M·S2⁻¹: the forward transform with reciprocal scales.
+  scrambler.inverse_transpose_ = forward;
+  scrambler.inverse_transpose_.pre_scale = Reciprocals(s1);
+  scrambler.inverse_transpose_.post_scale = Reciprocals(s2);
+  scrambler.inverse_ = std::move(inverse);
+  return scrambler;
+}
+
+std::vector<int32_t> RowPermutation(const Seed& seed, int32_t n_rows) {
+  SeededGenerator generator(seed, kPermutationStream);
+  return RandomPermutation(generator, n_rows);
+}
+
+std::vector<int32_t> InversePermutation(const std::vector<int32_t>& permutation) {
+  std::vector<int32_t> inverse(permutation.size());
+  for (size_t i = 0; i < permutation.size(); ++i) {
+    inverse[permutation[i]] = static_cast<int32_t>(i);
+  }
+  return inverse;
+}
+
+namespace {
+
+template <typename T>
+absl::StatusOr<BackendBuffer> UploadVector(AttentionBackend& backend, const std::vector<T>& v) {
+  if (v.empty()) return BackendBuffer();
+  SILO_ASSIGN_OR_RETURN(BackendBuffer buffer, backend.Allocate(v.size() * sizeof(T)));
+  SILO_RETURN_IF_ERROR(backend.CopyIn(buffer.data(), v.data(), v.size() * sizeof(T)));
+  return buffer;
+}
+
+}  // namespace
+
+absl::StatusOr<BackendRowTransform> BackendRowTransform::Upload(AttentionBackend& backend,
+                                                                const RowTransform& t) {
+  BackendRowTransform uploaded;
+  SILO_ASSIGN_OR_RETURN(uploaded.pre_scale_, UploadVector(backend, t.pre_scale));
+  SILO_ASSIGN_OR_RETURN(uploaded.pre_gather_, UploadVector(backend, t.pre_gather));
+  SILO_ASSIGN_OR_RETURN(uploaded.matrix_, UploadVector(backend, t.matrix));
+  SILO_ASSIGN_OR_RETURN(uploaded.post_gather_, UploadVector(backend, t.post_gather));
+  SILO_ASSIGN_OR_RETURN(uploaded.post_scale_, UploadVector(backend, t.post_scale));
+  RowTransformArgs& args = uploaded.args_;
+  args.in_dim = t.in_dim;
+  args.out_dim = t.out_dim;
+  args.dim = t.dim;
+  args.mix = t.mix;
+  args.pre_scale = uploaded.pre_scale_.as<float>();
+  args.pre_gather = uploaded.pre_gather_.as<int32_t>();
+  args.matrix = uploaded.matrix_.as<float>();
+  args.post_gather = uploaded.post_gather_.as<int32_t>();
+  args.post_scale = uploaded.post_scale_.as<float>();
+  return uploaded;
+}
+
+absl::Status BackendRowTransform::Run(AttentionBackend& backend, const float* in, float* out,
+                                      int64_t n_rows, int64_t in_stride,
+                                      int64_t out_stride) const {
+  RowTransformArgs args = args_;
+  args.in = in;
+  args.out = out;
+  args.n_rows = n_rows;
+  args.in_stride = in_stride != 0 ? in_stride : args.in_dim;
+  args.out_stride = out_stride != 0 ? out_stride : args.out_dim;
+  return backend.TransformRows(args);
+}
+
+}  // namespace silo::attention
