@@ -34,10 +34,10 @@ absl::StatusOr<internal::OpenSslPtr<EVP_CIPHER_CTX>> NewGcmContext(const SecretB
 // can take. GCM is a stream mode: each piece produces exactly its own length.
 absl::Status Update(EVP_CIPHER_CTX* context, std::span<const uint8_t> in, uint8_t* out) {
   while (!in.empty()) {
-    const size_t n = std::min(in.size(), internal::kMaxOpenSslChunk);
+    const int n = static_cast<int>(std::min(in.size(), internal::kMaxOpenSslChunk));
     int written = 0;
-    if (EVP_CipherUpdate(context, out, &written, in.data(), static_cast<int>(n)) != 1 ||
-        (out != nullptr && written != static_cast<int>(n))) {
+    if (EVP_CipherUpdate(context, out, &written, in.data(), n) != 1 ||
+        (out != nullptr && written != n)) {
       return internal::OpenSslError(absl::StatusCode::kInternal, "AES-256-GCM update failed");
     }
     in = in.subspan(n);
@@ -90,9 +90,7 @@ absl::StatusOr<std::vector<uint8_t>> Open(const SecretBytes& key, std::span<cons
   }
   int final_size = 0;
   if (EVP_DecryptFinal_ex(context.get(), plaintext.data() + plaintext.size(), &final_size) != 1) {
-    // Release nothing unauthenticated.
-    std::fill(plaintext.begin(), plaintext.end(), uint8_t{0});
-    internal::ClearOpenSslErrors();
+    internal::ClearOpenSslErrors();  // the unauthenticated plaintext is dropped
     return absl::DataLossError("AES-256-GCM authentication failed");
   }
   return plaintext;

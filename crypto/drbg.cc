@@ -35,8 +35,9 @@ absl::StatusOr<AesCtrDrbg> AesCtrDrbg::Create(std::span<const uint8_t> key,
   if (context == nullptr) {
     return internal::OpenSslError(absl::StatusCode::kInternal, "EVP_CIPHER_CTX_new failed");
   }
-  if (EVP_EncryptInit_ex(context.get(), EVP_aes_256_ctr(), nullptr, key.data(), counter.data()) !=
-      1) {
+  const int initialized =
+      EVP_EncryptInit_ex(context.get(), EVP_aes_256_ctr(), nullptr, key.data(), counter.data());
+  if (initialized != 1) {
     return internal::OpenSslError(absl::StatusCode::kInternal, "AES-256-CTR setup failed");
   }
   return AesCtrDrbg(std::move(context));
@@ -48,11 +49,10 @@ absl::Status AesCtrDrbg::Generate(std::span<uint8_t> out) {
   // between calls, so the output does not depend on how it is split.
   std::fill(out.begin(), out.end(), uint8_t{0});
   while (!out.empty()) {
-    const size_t n = std::min(out.size(), internal::kMaxOpenSslChunk);
+    const int n = static_cast<int>(std::min(out.size(), internal::kMaxOpenSslChunk));
     int written = 0;
-    if (EVP_EncryptUpdate(context_.get(), out.data(), &written, out.data(), static_cast<int>(n)) !=
-            1 ||
-        written != static_cast<int>(n)) {
+    if (EVP_EncryptUpdate(context_.get(), out.data(), &written, out.data(), n) != 1 ||
+        written != n) {
       return internal::OpenSslError(absl::StatusCode::kInternal, "AES-256-CTR keystream failed");
     }
     out = out.subspan(n);

@@ -24,7 +24,7 @@ absl::Status CheckEd25519(const EVP_PKEY* key, std::string_view what) {
   if (EVP_PKEY_is_a(key, "ED25519")) return absl::OkStatus();
   const char* type = EVP_PKEY_get0_type_name(key);
   return absl::InvalidArgumentError(
-      StrCat(what, " holds a ", type != nullptr ? type : "non-Ed25519", " key, not Ed25519"));
+      StrCat(what, " holds a key of type ", type != nullptr ? type : "unknown", ", not Ed25519"));
 }
 
 internal::OpenSslPtr<EVP_PKEY> PrivateKey(const SecretBytes& private_key) {

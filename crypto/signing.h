@@ -34,8 +34,8 @@ class VerifyingKey {
   // The key of a "PUBLIC KEY" PEM block (SubjectPublicKeyInfo, RFC 8410). InvalidArgument when
   // `pem` is not one or holds a key other than Ed25519.
   static absl::StatusOr<VerifyingKey> FromPem(std::string_view pem);
-  // The subject public key of an X.509 "CERTIFICATE" PEM block. InvalidArgument when `pem` is
-  // not a certificate or its key is not Ed25519.
+  // The subject public key of the first X.509 "CERTIFICATE" PEM block in `pem`. InvalidArgument
+  // when there is none or its key is not Ed25519.
   static absl::StatusOr<VerifyingKey> FromCertificatePem(std::string_view pem);
 
   const std::array<uint8_t, kEd25519PublicKeySize>& public_key() const { return public_key_; }

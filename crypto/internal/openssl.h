@@ -28,7 +28,6 @@ namespace silo::crypto::internal {
 // Frees any OpenSSL object that crypto/ owns.
 struct OpenSslFree {
   void operator()(BIO* bio) const { BIO_free_all(bio); }
-  void operator()(EVP_CIPHER* cipher) const { EVP_CIPHER_free(cipher); }
   void operator()(EVP_CIPHER_CTX* context) const { EVP_CIPHER_CTX_free(context); }
   void operator()(EVP_KDF* kdf) const { EVP_KDF_free(kdf); }
   void operator()(EVP_KDF_CTX* context) const { EVP_KDF_CTX_free(context); }
