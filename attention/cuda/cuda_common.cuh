@@ -18,23 +18,19 @@ constexpr int VecElements() {
   return 16 / static_cast<int>(sizeof(T));
 }
 
-// Loads 16 bytes at `p` (16-byte aligned) as VecElements<T>() floats, bypassing L1 for data read
-// once.
+// Converts 16 raw bytes holding VecElements<T>() values of T to floats.
 template <typename T>
-__device__ __forceinline__ void LoadVec(const T* p, float* out);
+__device__ __forceinline__ void ConvertVec(const uint4& raw, float* out);
 
 template <>
-__device__ __forceinline__ void LoadVec<float>(const float* p, float* out) {
-  const float4 v = __ldg(reinterpret_cast<const float4*>(p));
-  out[0] = v.x;
-  out[1] = v.y;
-  out[2] = v.z;
-  out[3] = v.w;
+__device__ __forceinline__ void ConvertVec<float>(const uint4& raw, float* out) {
+  const float* f = reinterpret_cast<const float*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) out[i] = f[i];
 }
 
 template <>
-__device__ __forceinline__ void LoadVec<__half>(const __half* p, float* out) {
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+__device__ __forceinline__ void ConvertVec<__half>(const uint4& raw, float* out) {
   const __half2* h = reinterpret_cast<const __half2*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -45,8 +41,7 @@ __device__ __forceinline__ void LoadVec<__half>(const __half* p, float* out) {
 }
 
 template <>
-__device__ __forceinline__ void LoadVec<__nv_bfloat16>(const __nv_bfloat16* p, float* out) {
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+__device__ __forceinline__ void ConvertVec<__nv_bfloat16>(const uint4& raw, float* out) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -54,6 +49,12 @@ __device__ __forceinline__ void LoadVec<__nv_bfloat16>(const __nv_bfloat16* p, f
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
+}
+
+// Loads 16 bytes of global memory at `p` (16-byte aligned) as floats, through the read-only path.
+template <typename T>
+__device__ __forceinline__ void LoadVec(const T* p, float* out) {
+  ConvertVec<T>(__ldg(reinterpret_cast<const uint4*>(p)), out);
 }
 
 __device__ __forceinline__ float WarpMax(float x) {

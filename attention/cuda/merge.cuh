@@ -8,7 +8,7 @@
 
 namespace silo::attention::cuda {
 
-// Arguments were validated by the caller. One warp per row.
+// Arguments were validated by the caller. One block per row.
 cudaError_t LaunchMerge(const MergeArgs& args, cudaStream_t stream);
 
 }  // namespace silo::attention::cuda

@@ -1,6 +1,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <cuda_pipeline.h>
+
 #include "attention/cuda/cuda_common.cuh"
 #include "attention/cuda/merge.cuh"
 #include "attention/cuda/partial_attention.cuh"
@@ -11,7 +13,6 @@ namespace {
 constexpr int kWarps = 4;  // per block, both kernels
 constexpr int kThreads = kWarps * kWarpSize;
 constexpr int kMaxDecodeRows = 8;  // query rows × heads per KV head handled by the split kernel
-constexpr size_t kSharedBudget = 48 * 1024;
 
 constexpr int NextPowerOfTwo(int n) {
   int p = 1;
@@ -35,16 +36,23 @@ __device__ __forceinline__ float ToFloat<__nv_bfloat16>(__nv_bfloat16 x) {
 }
 
 // Layout of one key (or value) row for the split kernel: a row of HEAD_DIM elements is read by
-// kLanes lanes as 16-byte vectors; a warp reads kKeysPerWarp rows at once.
-template <typename T, int HEAD_DIM>
+// kLanes lanes (a subgroup) as 16-byte vectors; a warp reads kKeysPerWarp rows at once, and
+// each subgroup keeps kUnroll keys and values in flight.
+template <typename T, int HEAD_DIM, int ROWS>
 struct RowLayout {
   static constexpr int kVec = VecElements<T>();
   static constexpr int kChunks = HEAD_DIM / kVec;
   static constexpr int kLanes = kChunks >= kWarpSize ? kWarpSize : NextPowerOfTwo(kChunks);
   static constexpr int kChunksPerLane = (kChunks + kLanes - 1) / kLanes;
   static constexpr int kKeysPerWarp = kWarpSize / kLanes;
-  static constexpr int kUnroll = 4;  // rows in flight per subgroup
+  static constexpr int kUnroll = ROWS <= 4 ? 4 : 2;  // bounded by registers
   static constexpr int kKeysPerStep = kWarps * kKeysPerWarp * kUnroll;
+  // A warp's keys and values of one step, staged in shared memory by cp.async; kStages steps
+  // are in flight per warp, so a warp computes one step while the next ones load.
+  static constexpr int kStageElements = kUnroll * kKeysPerWarp * 2 * HEAD_DIM;
+  static constexpr int kStageBytes = kStageElements * static_cast<int>(sizeof(T));
+  static constexpr int kStages = kStageBytes <= 4096 ? 4 : kStageBytes <= 8192 ? 3 : 2;
+  static constexpr size_t kSharedBytes = static_cast<size_t>(kWarps) * kStages * kStageBytes;
 };
 
 struct SplitParams {
@@ -57,15 +65,24 @@ struct SplitParams {
   float* l;
 };
 
+// Merges partial (m_b, l_b, acc_b) into (m, l, acc), where acc is unnormalized (Σ p·v).
+__device__ __forceinline__ void MergeWeights(float m, float m_b, float* w, float* w_b,
+                                             float* m_out) {
+  const float top = fmaxf(m, m_b);
+  *m_out = top;
+  *w = m == -INFINITY ? 0.0f : expf(m - top);
+  *w_b = m_b == -INFINITY ? 0.0f : expf(m_b - top);
+}
+
 // One block = one split of keys of one KV head, for every query row and head of that KV head.
+// One pass over the keys with an online softmax per subgroup; subgroups, then warps, are merged
+// with the log-sum-exp rule at the end.
 template <typename T, int HEAD_DIM, int ROWS>
 __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
-  using L = RowLayout<T, HEAD_DIM>;
-  extern __shared__ float shared[];
-  float* scores = shared;                                    // [ROWS][keys_per_split]
-  float* reduce = scores + ROWS * p.keys_per_split;          // [kWarps][ROWS][HEAD_DIM]
-  float* row_m = reduce + kWarps * ROWS * HEAD_DIM;          // [ROWS]
-  float* row_l = row_m + ROWS;                               // [ROWS]
+  using L = RowLayout<T, HEAD_DIM, ROWS>;
+  __shared__ float warp_acc[kWarps][ROWS][HEAD_DIM];
+  __shared__ float warp_m[kWarps][ROWS];
+  __shared__ float warp_l[kWarps][ROWS];
 
   const PartialAttentionArgs& a = p.a;
   const int split = blockIdx.x;
@@ -100,125 +117,145 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
       }
     }
   }
-
-  // Phase 1: scores of every key of the split, into shared memory.
-  for (int step = 0; step < n; step += L::kKeysPerStep) {
-    float kv[L::kUnroll][L::kChunksPerLane][L::kVec];
-#pragma unroll
-    for (int u = 0; u < L::kUnroll; ++u) {
-      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
-#pragma unroll
-      for (int t = 0; t < L::kChunksPerLane; ++t) {
-        const int c = sub_lane + t * L::kLanes;
-        if (j < n && c < L::kChunks) {
-          LoadVec<T>(k_base + j * kv_stride + c * L::kVec, kv[u][t]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < L::kVec; ++e) kv[u][t][e] = 0;
-        }
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < L::kUnroll; ++u) {
-      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
-      float dot[ROWS];
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) {
-        dot[r] = 0;
-#pragma unroll
-        for (int t = 0; t < L::kChunksPerLane; ++t) {
-#pragma unroll
-          for (int e = 0; e < L::kVec; ++e) dot[r] += q[r][t][e] * kv[u][t][e];
-        }
-#pragma unroll
-        for (int offset = L::kLanes / 2; offset > 0; offset /= 2) {
-          dot[r] += __shfl_xor_sync(0xffffffffu, dot[r], offset);
-        }
-      }
-      if (sub_lane == 0 && j < n) {
-        const int kv_position = a.kv_positions != nullptr ? a.kv_positions[begin + j] : 0;
-#pragma unroll
-        for (int r = 0; r < ROWS; ++r) {
-          if (r >= p.rows) break;
-          const bool masked =
-              a.q_positions != nullptr && kv_position > a.q_positions[r / p.group];
-          scores[r * p.keys_per_split + j] = masked ? -INFINITY : dot[r];
-        }
-      }
-    }
-  }
-  __syncthreads();
-
-  // Phase 2: per row, m = max s and p = exp(s − m) in place, l = Σ p.
-  for (int r = warp; r < p.rows; r += kWarps) {
-    float* s = scores + r * p.keys_per_split;
-    float m = -INFINITY;
-    for (int j = lane; j < n; j += kWarpSize) m = fmaxf(m, s[j]);
-    m = WarpMax(m);
-    float l = 0;
-    for (int j = lane; j < n; j += kWarpSize) {
-      const float e = m == -INFINITY ? 0.0f : expf(s[j] - m);
-      s[j] = e;
-      l += e;
-    }
-    l = WarpSum(l);
-    if (lane == 0) {
-      row_m[r] = m;
-      row_l[r] = l;
-    }
-  }
-  __syncthreads();
-
-  // Phase 3: Σ p·v per row, each subgroup over its keys, then across subgroups and warps.
-  float acc[ROWS][L::kChunksPerLane][L::kVec];
+  int q_position[ROWS];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
+    q_position[r] = (a.q_positions != nullptr && r < p.rows) ? a.q_positions[r / p.group] : 0;
+  }
+
+  float m[ROWS], l[ROWS], acc[ROWS][L::kChunksPerLane][L::kVec];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0;
 #pragma unroll
     for (int t = 0; t < L::kChunksPerLane; ++t) {
 #pragma unroll
       for (int e = 0; e < L::kVec; ++e) acc[r][t][e] = 0;
     }
   }
-  for (int step = 0; step < n; step += L::kKeysPerStep) {
-    float kv[L::kUnroll][L::kChunksPerLane][L::kVec];
+
+  // Stage layout per warp and slot: [kUnroll][kKeysPerWarp][K, V][HEAD_DIM]. A lane only ever
+  // reads back the 16-byte chunks it copied itself, so waiting on its own copies is enough.
+  extern __shared__ __align__(16) unsigned char stage_bytes[];
+  T* stages = reinterpret_cast<T*>(stage_bytes) +
+              static_cast<size_t>(warp) * L::kStages * L::kStageElements;
+  auto stage_row = [&](int slot, int u, int which) {
+    return stages + slot * L::kStageElements + ((u * L::kKeysPerWarp + sub) * 2 + which) * HEAD_DIM;
+  };
+  const int n_steps = (n + L::kKeysPerStep - 1) / L::kKeysPerStep;
+  auto issue = [&](int step_index) {
+    if (step_index < n_steps) {
+      const int slot = step_index % L::kStages;
+#pragma unroll
+      for (int u = 0; u < L::kUnroll; ++u) {
+        const int j = step_index * L::kKeysPerStep + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+        if (j >= n) continue;
+#pragma unroll
+        for (int t = 0; t < L::kChunksPerLane; ++t) {
+          const int c = sub_lane + t * L::kLanes;
+          if (c >= L::kChunks) continue;
+          __pipeline_memcpy_async(stage_row(slot, u, 0) + c * L::kVec,
+                                  k_base + j * kv_stride + c * L::kVec, 16);
+          __pipeline_memcpy_async(stage_row(slot, u, 1) + c * L::kVec,
+                                  v_base + j * kv_stride + c * L::kVec, 16);
+        }
+      }
+    }
+    __pipeline_commit();  // also when empty: one group per step keeps the counting uniform
+  };
+#pragma unroll
+  for (int s_index = 0; s_index < L::kStages - 1; ++s_index) issue(s_index);
+
+  for (int step_index = 0; step_index < n_steps; ++step_index) {
+    __pipeline_wait_prior(L::kStages - 2);
+    issue(step_index + L::kStages - 1);
+    const int slot = step_index % L::kStages;
+    const int step = step_index * L::kKeysPerStep;
+    float v_rows[L::kUnroll][L::kChunksPerLane][L::kVec];
+    float s[L::kUnroll][ROWS];
 #pragma unroll
     for (int u = 0; u < L::kUnroll; ++u) {
       const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+      float k_row[L::kChunksPerLane][L::kVec];
 #pragma unroll
       for (int t = 0; t < L::kChunksPerLane; ++t) {
         const int c = sub_lane + t * L::kLanes;
-        if (j < n && c < L::kChunks) {
-          LoadVec<T>(v_base + j * kv_stride + c * L::kVec, kv[u][t]);
+        const bool present = j < n && c < L::kChunks;
+        if (present) {
+          ConvertVec<T>(*reinterpret_cast<const uint4*>(stage_row(slot, u, 0) + c * L::kVec),
+                        k_row[t]);
+          ConvertVec<T>(*reinterpret_cast<const uint4*>(stage_row(slot, u, 1) + c * L::kVec),
+                        v_rows[u][t]);
         } else {
 #pragma unroll
-          for (int e = 0; e < L::kVec; ++e) kv[u][t][e] = 0;
+          for (int e = 0; e < L::kVec; ++e) k_row[t][e] = v_rows[u][t][e] = 0;
         }
       }
-    }
-#pragma unroll
-    for (int u = 0; u < L::kUnroll; ++u) {
-      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
-      if (j >= n) continue;
+      // Score of key j for every row; every lane of the subgroup ends with it.
+      const int kv_position = (a.kv_positions != nullptr && j < n) ? a.kv_positions[begin + j] : 0;
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
-        const float weight = r < p.rows ? scores[r * p.keys_per_split + j] : 0.0f;
+        float dot = 0;
 #pragma unroll
         for (int t = 0; t < L::kChunksPerLane; ++t) {
 #pragma unroll
-          for (int e = 0; e < L::kVec; ++e) acc[r][t][e] += weight * kv[u][t][e];
+          for (int e = 0; e < L::kVec; ++e) dot += q[r][t][e] * k_row[t][e];
         }
+#pragma unroll
+        for (int offset = L::kLanes / 2; offset > 0; offset /= 2) {
+          dot += __shfl_xor_sync(0xffffffffu, dot, offset);
+        }
+        const bool visible = j < n && r < p.rows &&
+                             (a.q_positions == nullptr || kv_position <= q_position[r]);
+        s[u][r] = visible ? dot : -INFINITY;
       }
     }
+    // Online softmax update, once per step and row.
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      float top = m[r];
+#pragma unroll
+      for (int u = 0; u < L::kUnroll; ++u) top = fmaxf(top, s[u][r]);
+      if (top == -INFINITY) continue;
+      const float correction = expf(m[r] - top);  // 0 while m is -inf
+      l[r] *= correction;
+#pragma unroll
+      for (int t = 0; t < L::kChunksPerLane; ++t) {
+#pragma unroll
+        for (int e = 0; e < L::kVec; ++e) acc[r][t][e] *= correction;
+      }
+#pragma unroll
+      for (int u = 0; u < L::kUnroll; ++u) {
+        const float weight = expf(s[u][r] - top);  // 0 for -inf scores
+        l[r] += weight;
+#pragma unroll
+        for (int t = 0; t < L::kChunksPerLane; ++t) {
+#pragma unroll
+          for (int e = 0; e < L::kVec; ++e) acc[r][t][e] += weight * v_rows[u][t][e];
+        }
+      }
+      m[r] = top;
+    }
   }
+
+  // Merge the warp's subgroups (lanes kLanes apart hold the same columns).
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
+  for (int offset = L::kLanes; offset < kWarpSize; offset *= 2) {
 #pragma unroll
-    for (int t = 0; t < L::kChunksPerLane; ++t) {
+    for (int r = 0; r < ROWS; ++r) {
+      const float m_other = __shfl_xor_sync(0xffffffffu, m[r], offset);
+      const float l_other = __shfl_xor_sync(0xffffffffu, l[r], offset);
+      float w, w_other, top;
+      MergeWeights(m[r], m_other, &w, &w_other, &top);
+      m[r] = top;
+      l[r] = l[r] * w + l_other * w_other;
 #pragma unroll
-      for (int e = 0; e < L::kVec; ++e) {
+      for (int t = 0; t < L::kChunksPerLane; ++t) {
 #pragma unroll
-        for (int offset = L::kLanes; offset < kWarpSize; offset *= 2) {
-          acc[r][t][e] += __shfl_xor_sync(0xffffffffu, acc[r][t][e], offset);
+        for (int e = 0; e < L::kVec; ++e) {
+          const float other = __shfl_xor_sync(0xffffffffu, acc[r][t][e], offset);
+          acc[r][t][e] = acc[r][t][e] * w + other * w_other;
         }
       }
     }
@@ -231,31 +268,40 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
         const int c = sub_lane + t * L::kLanes;
         if (c >= L::kChunks) continue;
 #pragma unroll
-        for (int e = 0; e < L::kVec; ++e) {
-          reduce[(warp * ROWS + r) * HEAD_DIM + c * L::kVec + e] = acc[r][t][e];
-        }
+        for (int e = 0; e < L::kVec; ++e) warp_acc[warp][r][c * L::kVec + e] = acc[r][t][e];
+      }
+      if (sub_lane == 0) {
+        warp_m[warp][r] = m[r];
+        warp_l[warp][r] = l[r];
       }
     }
   }
   __syncthreads();
+
+  // Merge the warps and write this split's partial.
   const int64_t total_rows = static_cast<int64_t>(a.n_q) * a.n_heads;
   for (int idx = threadIdx.x; idx < p.rows * HEAD_DIM; idx += kThreads) {
     const int r = idx / HEAD_DIM;
     const int c = idx % HEAD_DIM;
-    float sum = 0;
+    float top = -INFINITY;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) sum += reduce[(w * ROWS + r) * HEAD_DIM + c];
-    const float l = row_l[r];
+    for (int w = 0; w < kWarps; ++w) top = fmaxf(top, warp_m[w][r]);
+    float sum = 0, total = 0;
+    if (top != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float weight = warp_m[w][r] == -INFINITY ? 0.0f : expf(warp_m[w][r] - top);
+        sum += weight * warp_acc[w][r][c];
+        total += weight * warp_l[w][r];
+      }
+    }
     const int64_t row = static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group +
                         r % p.group;
-    p.o[(split * total_rows + row) * HEAD_DIM + c] = l > 0 ? sum / l : 0.0f;
-  }
-  if (static_cast<int>(threadIdx.x) < p.rows) {
-    const int r = threadIdx.x;
-    const int64_t row = static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group +
-                        r % p.group;
-    p.m[split * total_rows + row] = row_l[r] > 0 ? row_m[r] : -INFINITY;
-    p.l[split * total_rows + row] = row_l[r];
+    p.o[(split * total_rows + row) * HEAD_DIM + c] = total > 0 ? sum / total : 0.0f;
+    if (c == 0) {
+      p.m[split * total_rows + row] = total > 0 ? top : -INFINITY;
+      p.l[split * total_rows + row] = total;
+    }
   }
 }
 
@@ -341,25 +387,21 @@ __global__ void __launch_bounds__(kThreads) TiledKernel(PartialAttentionArgs a, 
   }
 }
 
-template <int HEAD_DIM, int ROWS>
-constexpr size_t ReduceBytes() {
-  return (static_cast<size_t>(kWarps) * ROWS * HEAD_DIM + 2 * ROWS) * sizeof(float);
-}
-
 int DecodeRowsBucket(int rows) {
   return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
-}
-
-size_t ReduceBytesFor(int head_dim, int rows_bucket) {
-  return (static_cast<size_t>(kWarps) * rows_bucket * head_dim + 2 * rows_bucket) * sizeof(float);
 }
 
 template <typename T, int HEAD_DIM, int ROWS>
 cudaError_t LaunchSplit(const SplitParams& params, int n_splits, int n_kv_heads,
                         cudaStream_t stream) {
-  const size_t shared =
-      static_cast<size_t>(ROWS) * params.keys_per_split * sizeof(float) + ReduceBytes<HEAD_DIM, ROWS>();
-  SplitKvKernel<T, HEAD_DIM, ROWS><<<dim3(n_splits, n_kv_heads), kThreads, shared, stream>>>(params);
+  using L = RowLayout<T, HEAD_DIM, ROWS>;
+  // Opt in to more than 48 KiB of dynamic shared memory, once per kernel (thread-safe static).
+  static const cudaError_t configured = cudaFuncSetAttribute(
+      SplitKvKernel<T, HEAD_DIM, ROWS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      static_cast<int>(L::kSharedBytes));
+  if (configured != cudaSuccess) return configured;
+  SplitKvKernel<T, HEAD_DIM, ROWS>
+      <<<dim3(n_splits, n_kv_heads), kThreads, L::kSharedBytes, stream>>>(params);
   return cudaGetLastError();
 }
 
@@ -438,18 +480,15 @@ PartialAttentionPlan PlanPartialAttention(const PartialAttentionArgs& a, int n_s
   const int rows = a.n_q * (a.n_heads / a.n_kv_heads);
   plan.split_kv = rows <= kMaxDecodeRows;
   if (!plan.split_kv) return plan;
-  const int bucket = DecodeRowsBucket(rows);
-  // Shared memory per block: scores of the split plus the cross-warp reduction.
-  const size_t score_budget = kSharedBudget - ReduceBytesFor(a.head_dim, bucket);
-  const int max_keys = std::max<int>(32, static_cast<int>(score_budget / (bucket * sizeof(float))) / 32 * 32);
-  // Enough blocks to fill the device a few times over, at least 64 keys a split.
-  const int target_blocks = 4 * std::max(n_sms, 1);
+  // Enough blocks to fill the device a few times over, at least kMinKeysPerSplit keys a split
+  // (fewer make the per-split partials and their merge cost more than the keys).
+  constexpr int kMinKeysPerSplit = 128;
+  const int target_blocks = 3 * std::max(n_sms, 1);
   int n_splits = std::max(1, (target_blocks + a.n_kv_heads - 1) / a.n_kv_heads);
-  n_splits = std::min(n_splits, std::max(1, (a.n_kv + 63) / 64));
-  int keys = std::max(1, (a.n_kv + n_splits - 1) / n_splits);
-  keys = std::min((keys + 31) / 32 * 32, max_keys);
-  plan.keys_per_split = keys;
-  plan.n_splits = std::max(1, (a.n_kv + keys - 1) / keys);
+  n_splits = std::min(n_splits, std::max(1, (a.n_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
+  const int keys = std::max(1, (a.n_kv + n_splits - 1) / n_splits);
+  plan.keys_per_split = (keys + 31) / 32 * 32;
+  plan.n_splits = std::max(1, (a.n_kv + plan.keys_per_split - 1) / plan.keys_per_split);
   if (plan.n_splits > 1) {
     const size_t total_rows = static_cast<size_t>(a.n_q) * a.n_heads;
     plan.scratch_floats = plan.n_splits * total_rows * (a.head_dim + 2);

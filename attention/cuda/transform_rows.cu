@@ -39,10 +39,24 @@ __global__ void TransformRowsKernel(RowTransformArgs a, int warps_per_block) {
     const float norm = rsqrtf(static_cast<float>(n));
     for (int c = lane; c < n; c += kWarpSize) u[c] *= norm;
   } else {
-    for (int c = lane; c < n; c += kWarpSize) {
-      float sum = 0;
-      for (int k = 0; k < n; ++k) sum += u[k] * a.matrix[static_cast<int64_t>(k) * n + c];
-      t[c] = sum;
+    // Columns in tiles of kColumnsPerLane per lane: independent sums keep loads in flight.
+    constexpr int kColumnsPerLane = 8;
+    for (int tile = 0; tile < n; tile += kWarpSize * kColumnsPerLane) {
+      float sum[kColumnsPerLane] = {};
+#pragma unroll 4
+      for (int k = 0; k < n; ++k) {
+        const float x = u[k];
+        const float* matrix_row = a.matrix + static_cast<int64_t>(k) * n + tile + lane;
+#pragma unroll
+        for (int e = 0; e < kColumnsPerLane; ++e) {
+          if (tile + lane + e * kWarpSize < n) sum[e] += x * matrix_row[e * kWarpSize];
+        }
+      }
+#pragma unroll
+      for (int e = 0; e < kColumnsPerLane; ++e) {
+        const int c = tile + lane + e * kWarpSize;
+        if (c < n) t[c] = sum[e];
+      }
     }
     __syncwarp();
     for (int c = lane; c < n; c += kWarpSize) u[c] = t[c];
