@@ -51,8 +51,12 @@ struct RowLayout {
   // are in flight per warp, so a warp computes one step while the next ones load.
   static constexpr int kStageElements = kUnroll * kKeysPerWarp * 2 * HEAD_DIM;
   static constexpr int kStageBytes = kStageElements * static_cast<int>(sizeof(T));
-  static constexpr int kStages = kStageBytes <= 4096 ? 4 : kStageBytes <= 8192 ? 3 : 2;
-  static constexpr size_t kSharedBytes = static_cast<size_t>(kWarps) * kStages * kStageBytes;
+  static constexpr int kStages = kStageBytes <= 8192 ? 3 : 2;
+  static constexpr size_t kStagingBytes = static_cast<size_t>(kWarps) * kStages * kStageBytes;
+  // After the loop the same memory holds the warps' partial sums for the final merge.
+  static constexpr size_t kReduceBytes = static_cast<size_t>(kWarps) * ROWS * HEAD_DIM * 4;
+  static constexpr size_t kSharedBytes =
+      kStagingBytes > kReduceBytes ? kStagingBytes : kReduceBytes;
 };
 
 struct SplitParams {
@@ -65,22 +69,21 @@ struct SplitParams {
   float* l;
 };
 
-// Merges partial (m_b, l_b, acc_b) into (m, l, acc), where acc is unnormalized (Σ p·v).
+// Weights that merge partial (m_b, l_b, acc_b) into (m, l, acc); maxima in the log2 domain.
 __device__ __forceinline__ void MergeWeights(float m, float m_b, float* w, float* w_b,
                                              float* m_out) {
   const float top = fmaxf(m, m_b);
   *m_out = top;
-  *w = m == -INFINITY ? 0.0f : expf(m - top);
-  *w_b = m_b == -INFINITY ? 0.0f : expf(m_b - top);
+  *w = m == -INFINITY ? 0.0f : exp2f(m - top);
+  *w_b = m_b == -INFINITY ? 0.0f : exp2f(m_b - top);
 }
 
 // One block = one split of keys of one KV head, for every query row and head of that KV head.
 // One pass over the keys with an online softmax per subgroup; subgroups, then warps, are merged
 // with the log-sum-exp rule at the end.
 template <typename T, int HEAD_DIM, int ROWS>
-__global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
+__global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
   using L = RowLayout<T, HEAD_DIM, ROWS>;
-  __shared__ float warp_acc[kWarps][ROWS][HEAD_DIM];
   __shared__ float warp_m[kWarps][ROWS];
   __shared__ float warp_l[kWarps][ROWS];
 
@@ -99,7 +102,9 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
   const T* v_base = static_cast<const T*>(a.v) + static_cast<int64_t>(begin) * kv_stride +
                     static_cast<int64_t>(kv_head) * HEAD_DIM;
 
-  // This lane's slices of the (scaled) query rows.
+  // This lane's slices of the query rows, scaled so that scores come out in the log2 domain:
+  // 2^(s·log2 e) = e^s, and exp2 is one instruction. m is converted back when written.
+  const float scale_log2 = a.scale * 1.4426950408889634f;
   float q[ROWS][L::kChunksPerLane][L::kVec];
 #pragma unroll
   for (int r = 0; r < ROWS; ++r) {
@@ -112,7 +117,7 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
       for (int e = 0; e < L::kVec; ++e) {
         q[r][t][e] = (r < p.rows && c < L::kChunks)
                          ? a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM +
-                               c * L::kVec + e] * a.scale
+                               c * L::kVec + e] * scale_log2
                          : 0.0f;
       }
     }
@@ -172,7 +177,6 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
     issue(step_index + L::kStages - 1);
     const int slot = step_index % L::kStages;
     const int step = step_index * L::kKeysPerStep;
-    float v_rows[L::kUnroll][L::kChunksPerLane][L::kVec];
     float s[L::kUnroll][ROWS];
 #pragma unroll
     for (int u = 0; u < L::kUnroll; ++u) {
@@ -185,11 +189,9 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
         if (present) {
           ConvertVec<T>(*reinterpret_cast<const uint4*>(stage_row(slot, u, 0) + c * L::kVec),
                         k_row[t]);
-          ConvertVec<T>(*reinterpret_cast<const uint4*>(stage_row(slot, u, 1) + c * L::kVec),
-                        v_rows[u][t]);
         } else {
 #pragma unroll
-          for (int e = 0; e < L::kVec; ++e) k_row[t][e] = v_rows[u][t][e] = 0;
+          for (int e = 0; e < L::kVec; ++e) k_row[t][e] = 0;
         }
       }
       // Score of key j for every row; every lane of the subgroup ends with it.
@@ -211,14 +213,18 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
         s[u][r] = visible ? dot : -INFINITY;
       }
     }
-    // Online softmax update, once per step and row.
+    // Online softmax update, once per step and row; s becomes the weights exp2(s − m).
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       float top = m[r];
 #pragma unroll
       for (int u = 0; u < L::kUnroll; ++u) top = fmaxf(top, s[u][r]);
-      if (top == -INFINITY) continue;
-      const float correction = expf(m[r] - top);  // 0 while m is -inf
+      if (top == -INFINITY) {
+#pragma unroll
+        for (int u = 0; u < L::kUnroll; ++u) s[u][r] = 0;
+        continue;
+      }
+      const float correction = exp2f(m[r] - top);  // 0 while m is -inf
       l[r] *= correction;
 #pragma unroll
       for (int t = 0; t < L::kChunksPerLane; ++t) {
@@ -227,17 +233,34 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
       }
 #pragma unroll
       for (int u = 0; u < L::kUnroll; ++u) {
-        const float weight = expf(s[u][r] - top);  // 0 for -inf scores
-        l[r] += weight;
-#pragma unroll
-        for (int t = 0; t < L::kChunksPerLane; ++t) {
-#pragma unroll
-          for (int e = 0; e < L::kVec; ++e) acc[r][t][e] += weight * v_rows[u][t][e];
-        }
+        s[u][r] = exp2f(s[u][r] - top);  // 0 for -inf scores
+        l[r] += s[u][r];
       }
       m[r] = top;
     }
+    // Values, read from the stage only now to keep registers for more resident warps.
+#pragma unroll
+    for (int u = 0; u < L::kUnroll; ++u) {
+      const int j = step + (u * kWarps + warp) * L::kKeysPerWarp + sub;
+      if (j >= n) continue;
+#pragma unroll
+      for (int t = 0; t < L::kChunksPerLane; ++t) {
+        const int c = sub_lane + t * L::kLanes;
+        if (c >= L::kChunks) continue;
+        float v_row[L::kVec];
+        ConvertVec<T>(*reinterpret_cast<const uint4*>(stage_row(slot, u, 1) + c * L::kVec), v_row);
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+#pragma unroll
+          for (int e = 0; e < L::kVec; ++e) acc[r][t][e] += s[u][r] * v_row[e];
+        }
+      }
+    }
   }
+
+  // The staging memory becomes the warps' partial sums: [kWarps][ROWS][HEAD_DIM].
+  __syncthreads();
+  float(*warp_acc)[ROWS][HEAD_DIM] = reinterpret_cast<float(*)[ROWS][HEAD_DIM]>(stage_bytes);
 
   // Merge the warp's subgroups (lanes kLanes apart hold the same columns).
 #pragma unroll
@@ -290,7 +313,7 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
     if (top != -INFINITY) {
 #pragma unroll
       for (int w = 0; w < kWarps; ++w) {
-        const float weight = warp_m[w][r] == -INFINITY ? 0.0f : expf(warp_m[w][r] - top);
+        const float weight = warp_m[w][r] == -INFINITY ? 0.0f : exp2f(warp_m[w][r] - top);
         sum += weight * warp_acc[w][r][c];
         total += weight * warp_l[w][r];
       }
@@ -299,7 +322,7 @@ __global__ void __launch_bounds__(kThreads) SplitKvKernel(SplitParams p) {
                         r % p.group;
     p.o[(split * total_rows + row) * HEAD_DIM + c] = total > 0 ? sum / total : 0.0f;
     if (c == 0) {
-      p.m[split * total_rows + row] = total > 0 ? top : -INFINITY;
+      p.m[split * total_rows + row] = total > 0 ? top * 0.6931471805599453f : -INFINITY;
       p.l[split * total_rows + row] = total;
     }
   }
@@ -483,7 +506,7 @@ PartialAttentionPlan PlanPartialAttention(const PartialAttentionArgs& a, int n_s
   // Enough blocks to fill the device a few times over, at least kMinKeysPerSplit keys a split
   // (fewer make the per-split partials and their merge cost more than the keys).
   constexpr int kMinKeysPerSplit = 128;
-  const int target_blocks = 3 * std::max(n_sms, 1);
+  const int target_blocks = 4 * std::max(n_sms, 1);  // the split kernel's blocks per SM
   int n_splits = std::max(1, (target_blocks + a.n_kv_heads - 1) / a.n_kv_heads);
   n_splits = std::min(n_splits, std::max(1, (a.n_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
   const int keys = std::max(1, (a.n_kv + n_splits - 1) / n_splits);

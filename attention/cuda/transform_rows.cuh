@@ -9,7 +9,7 @@
 
 namespace silo::attention::cuda {
 
-// Arguments were validated by the caller. One warp per row, the row in shared memory.
+// Arguments were validated by the caller. One row per warp, rows in shared memory.
 cudaError_t LaunchTransformRows(const RowTransformArgs& args, cudaStream_t stream);
 
 }  // namespace silo::attention::cuda
