@@ -88,8 +88,10 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
   __shared__ float warp_l[kWarps][ROWS];
 
   const PartialAttentionArgs& a = p.a;
-  const int split = blockIdx.x;
-  const int kv_head = blockIdx.y;
+  // KV heads vary fastest across blocks, so blocks that run together read whole key rows
+  // ([n_kv_heads, head_dim] contiguous) rather than one head's slice of many rows.
+  const int kv_head = blockIdx.x;
+  const int split = blockIdx.y;
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   const int sub = lane / L::kLanes;       // which row of the warp's kKeysPerWarp
@@ -424,7 +426,7 @@ cudaError_t LaunchSplit(const SplitParams& params, int n_splits, int n_kv_heads,
       static_cast<int>(L::kSharedBytes));
   if (configured != cudaSuccess) return configured;
   SplitKvKernel<T, HEAD_DIM, ROWS>
-      <<<dim3(n_splits, n_kv_heads), kThreads, L::kSharedBytes, stream>>>(params);
+      <<<dim3(n_kv_heads, n_splits), kThreads, L::kSharedBytes, stream>>>(params);
   return cudaGetLastError();
 }
 
