@@ -1,5 +1,9 @@
 #include "attention/cpu/cpu_backend.h"
 
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -18,16 +22,43 @@ namespace {
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 constexpr size_t kAlignment = 64;
 
-float LoadKv(const void* base, KvDType dtype, int64_t index) {
+// Converts `n` elements of K or V starting at element `offset` to f32.
+void ConvertRow(const void* base, KvDType dtype, int64_t offset, int32_t n, float* out) {
   switch (dtype) {
     case KvDType::kF32:
-      return static_cast<const float*>(base)[index];
-    case KvDType::kF16:
-      return HalfToFloat(static_cast<const uint16_t*>(base)[index]);
-    case KvDType::kBF16:
-      return Bf16ToFloat(static_cast<const uint16_t*>(base)[index]);
+      std::memcpy(out, static_cast<const float*>(base) + offset, n * sizeof(float));
+      return;
+    case KvDType::kF16: {
+      const uint16_t* in = static_cast<const uint16_t*>(base) + offset;
+      int32_t c = 0;
+#ifdef __F16C__
+      for (; c + 8 <= n; c += 8) {
+        const __m128i half = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + c));
+        _mm256_storeu_ps(out + c, _mm256_cvtph_ps(half));
+      }
+#endif
+      for (; c < n; ++c) out[c] = HalfToFloat(in[c]);
+      return;
+    }
+    case KvDType::kBF16: {
+      const uint16_t* in = static_cast<const uint16_t*>(base) + offset;
+      for (int32_t c = 0; c < n; ++c) out[c] = Bf16ToFloat(in[c]);
+      return;
+    }
   }
-  return 0;
+}
+
+// Dot product with eight running sums, so that the compiler can keep them in one vector.
+float Dot(const float* a, const float* b, int32_t n) {
+  float sums[8] = {};
+  int32_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    for (int32_t e = 0; e < 8; ++e) sums[e] += a[c + e] * b[c + e];
+  }
+  float dot = 0;
+  for (; c < n; ++c) dot += a[c] * b[c];
+  for (const float sum : sums) dot += sum;
+  return dot;
 }
 
 // In-place normalized Walsh–Hadamard transform of x[0, n), n a power of two.
@@ -73,38 +104,57 @@ absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
   SILO_RETURN_IF_ERROR(ValidatePartialAttention(a));
   const int32_t group = a.n_heads / a.n_kv_heads;
   const int32_t d = a.head_dim;
-  std::vector<float> scores(static_cast<size_t>(a.n_kv));
-  for (int32_t i = 0; i < a.n_q; ++i) {
-    for (int32_t h = 0; h < a.n_heads; ++h) {
-      const int32_t kv_head = h / group;
-      const float* q = a.q + (static_cast<int64_t>(i) * a.n_heads + h) * d;
-      const int64_t row = static_cast<int64_t>(i) * a.n_heads + h;
-      float* o = a.o + row * d;
-      // Scores and their maximum; masked keys stay at -inf.
-      float m = kNegInf;
-      for (int32_t j = 0; j < a.n_kv; ++j) {
-        scores[j] = kNegInf;
-        if (a.q_positions != nullptr && a.kv_positions[j] > a.q_positions[i]) continue;
-        const int64_t k_base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
-        float dot = 0;
-        for (int32_t c = 0; c < d; ++c) dot += q[c] * LoadKv(a.k, a.kv_dtype, k_base + c);
-        scores[j] = dot * a.scale;
-        m = std::max(m, scores[j]);
-      }
-      std::fill(o, o + d, 0.0f);
-      float l = 0;
-      if (m != kNegInf) {
-        for (int32_t j = 0; j < a.n_kv; ++j) {
-          if (scores[j] == kNegInf) continue;
-          const float p = std::exp(scores[j] - m);
-          l += p;
-          const int64_t v_base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
-          for (int32_t c = 0; c < d; ++c) o[c] += p * LoadKv(a.v, a.kv_dtype, v_base + c);
+  const int32_t rows = a.n_q * group;  // query rows × heads that read one KV head
+  std::vector<float> scores(static_cast<size_t>(rows) * a.n_kv);  // [rows, n_kv]
+  std::vector<float> kv_row(d);
+  std::vector<float> m(rows), l(rows);
+  std::vector<float> o(static_cast<size_t>(rows) * d);
+  // Row r of one KV head is query i = r / group, head kv_head * group + r % group.
+  auto q_of = [&](int32_t kv_head, int32_t r) {
+    return a.q + (static_cast<int64_t>(r / group) * a.n_heads + kv_head * group + r % group) * d;
+  };
+  // One KV head at a time, each key and value row converted to f32 once for all its rows.
+  for (int32_t kv_head = 0; kv_head < a.n_kv_heads; ++kv_head) {
+    for (int32_t j = 0; j < a.n_kv; ++j) {
+      const int64_t base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
+      ConvertRow(a.k, a.kv_dtype, base, d, kv_row.data());
+      for (int32_t r = 0; r < rows; ++r) {
+        float& score = scores[static_cast<size_t>(r) * a.n_kv + j];
+        if (a.q_positions != nullptr && a.kv_positions[j] > a.q_positions[r / group]) {
+          score = kNegInf;  // masked
+          continue;
         }
-        for (int32_t c = 0; c < d; ++c) o[c] /= l;
+        score = Dot(q_of(kv_head, r), kv_row.data(), d) * a.scale;
       }
-      a.m[row] = m;
-      a.l[row] = l;
+    }
+    // Softmax numerators in place: p = exp(s − m), l = Σ p (masked keys give 0).
+    for (int32_t r = 0; r < rows; ++r) {
+      float* s = &scores[static_cast<size_t>(r) * a.n_kv];
+      m[r] = kNegInf;
+      for (int32_t j = 0; j < a.n_kv; ++j) m[r] = std::max(m[r], s[j]);
+      l[r] = 0;
+      for (int32_t j = 0; j < a.n_kv; ++j) {
+        s[j] = m[r] == kNegInf ? 0.0f : std::exp(s[j] - m[r]);
+        l[r] += s[j];
+      }
+    }
+    std::fill(o.begin(), o.end(), 0.0f);
+    for (int32_t j = 0; j < a.n_kv; ++j) {
+      const int64_t base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
+      ConvertRow(a.v, a.kv_dtype, base, d, kv_row.data());
+      for (int32_t r = 0; r < rows; ++r) {
+        const float p = scores[static_cast<size_t>(r) * a.n_kv + j];
+        if (p == 0) continue;
+        float* out = &o[static_cast<size_t>(r) * d];
+        for (int32_t c = 0; c < d; ++c) out[c] += p * kv_row[c];
+      }
+    }
+    for (int32_t r = 0; r < rows; ++r) {
+      const int64_t row = static_cast<int64_t>(r / group) * a.n_heads + kv_head * group + r % group;
+      const float inverse_l = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+      for (int32_t c = 0; c < d; ++c) a.o[row * d + c] = o[static_cast<size_t>(r) * d + c] * inverse_l;
+      a.m[row] = l[r] > 0 ? m[r] : kNegInf;
+      a.l[row] = l[r];
     }
   }
   return absl::OkStatus();
