@@ -226,19 +226,21 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
         for (int u = 0; u < L::kUnroll; ++u) s[u][r] = 0;
         continue;
       }
-      const float correction = exp2f(m[r] - top);  // 0 while m is -inf
-      l[r] *= correction;
+      if (top > m[r]) {  // rescale only when the maximum moves, which soon becomes rare
+        const float correction = exp2f(m[r] - top);  // 0 while m is -inf
+        l[r] *= correction;
 #pragma unroll
-      for (int t = 0; t < L::kChunksPerLane; ++t) {
+        for (int t = 0; t < L::kChunksPerLane; ++t) {
 #pragma unroll
-        for (int e = 0; e < L::kVec; ++e) acc[r][t][e] *= correction;
+          for (int e = 0; e < L::kVec; ++e) acc[r][t][e] *= correction;
+        }
+        m[r] = top;
       }
 #pragma unroll
       for (int u = 0; u < L::kUnroll; ++u) {
         s[u][r] = exp2f(s[u][r] - top);  // 0 for -inf scores
         l[r] += s[u][r];
       }
-      m[r] = top;
     }
     // Values, read from the stage only now to keep registers for more resident warps.
 #pragma unroll
