@@ -32,7 +32,7 @@ struct PartialAttentionArgs {
   int32_t n_heads = 0;
   int32_t n_kv_heads = 0;  // divides n_heads; query head h reads KV head h / (n_heads / n_kv_heads)
   int32_t head_dim = 0;
-  float scale = 0;  // usually 1 / sqrt(head_dim)
+  float scale = 0;     // usually 1 / sqrt(head_dim)
   float* o = nullptr;  // out: [n_q, n_heads, head_dim]
   float* m = nullptr;  // out: [n_q, n_heads]
   float* l = nullptr;  // out: [n_q, n_heads]
@@ -67,18 +67,18 @@ struct RowTransformArgs {
   int64_t in_stride = 0;
   int64_t out_stride = 0;
   int32_t dim = 0;
-  const float* pre_scale = nullptr;   // [dim]
-  const int32_t* pre_gather = nullptr;   // [dim] or null
+  const float* pre_scale = nullptr;     // [dim]
+  const int32_t* pre_gather = nullptr;  // [dim] or null
   RowMix mix = RowMix::kHadamard;
-  const float* matrix = nullptr;      // [dim, dim] row-major, kMatrix only
+  const float* matrix = nullptr;         // [dim, dim] row-major, kMatrix only
   const int32_t* post_gather = nullptr;  // [dim] or null
-  const float* post_scale = nullptr;  // [dim]
+  const float* post_scale = nullptr;     // [dim]
 };
 
 // out row i = in row rows[i]: a row permutation (or any selection) of a [n_in, row_bytes] table.
 struct GatherRowsArgs {
   const void* in = nullptr;
-  void* out = nullptr;  // may not alias in
+  void* out = nullptr;            // may not alias in
   const int32_t* rows = nullptr;  // [n_out], each in [0, n_in)
   int64_t n_in = 0;
   int64_t n_out = 0;

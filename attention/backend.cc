@@ -1,5 +1,6 @@
 #include "attention/backend.h"
 
+#include <limits>
 #include <utility>
 
 #include "attention/cpu/cpu_backend.h"
@@ -73,8 +74,7 @@ absl::Status ValidatePartialAttention(const PartialAttentionArgs& a) {
   if (!(a.scale > 0) || a.scale == std::numeric_limits<float>::infinity()) {
     return Invalid(kOp, "scale must be positive and finite");
   }
-  if (a.kv_dtype != KvDType::kF32 && a.kv_dtype != KvDType::kF16 &&
-      a.kv_dtype != KvDType::kBF16) {
+  if (a.kv_dtype != KvDType::kF32 && a.kv_dtype != KvDType::kF16 && a.kv_dtype != KvDType::kBF16) {
     return Invalid(kOp, "unknown kv_dtype");
   }
   if ((a.q_positions == nullptr) != (a.kv_positions == nullptr)) {

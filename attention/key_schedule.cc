@@ -9,8 +9,8 @@ namespace silo::attention {
 absl::StatusOr<std::vector<KeyBlock>> PlanKeyBlocks(std::span<const int32_t> chunk_rows,
                                                     KeyScope scope, int32_t block_rows) {
   if (scope == KeyScope::kBlock && block_rows < 1) {
-    return absl::InvalidArgumentError(StrCat("key schedule: block_rows must be positive, is ",
-                                             block_rows));
+    return absl::InvalidArgumentError(
+        StrCat("key schedule: block_rows must be positive, is ", block_rows));
   }
   int64_t total = 0;
   for (const int32_t rows : chunk_rows) {
@@ -30,8 +30,8 @@ absl::StatusOr<std::vector<KeyBlock>> PlanKeyBlocks(std::span<const int32_t> chu
   for (const int32_t rows : chunk_rows) {
     const int32_t step = scope == KeyScope::kChunk ? std::max(rows, 1) : block_rows;
     for (int32_t begin = 0; begin < rows; begin += step) {
-      blocks.push_back({static_cast<int32_t>(blocks.size()), row + begin,
-                        std::min(step, rows - begin)});
+      blocks.push_back(
+          {static_cast<int32_t>(blocks.size()), row + begin, std::min(step, rows - begin)});
     }
     row += rows;
   }

@@ -88,8 +88,8 @@ std::vector<float> ToFloat(const std::vector<double>& values, int32_t n, bool tr
 absl::StatusOr<Scrambler> Scrambler::Create(int32_t head_dim, const Seed& seed,
                                             const ScramblerOptions& options) {
   if (head_dim < 1 || head_dim > 1024) {
-    return absl::InvalidArgumentError(StrCat("scrambler: head_dim ", head_dim,
-                                             " is outside [1, 1024]"));
+    return absl::InvalidArgumentError(
+        StrCat("scrambler: head_dim ", head_dim, " is outside [1, 1024]"));
   }
   if (!(options.max_scale >= 1.0) || !std::isfinite(options.max_scale)) {
     return absl::InvalidArgumentError("scrambler: max_scale must be finite and at least 1");
@@ -186,8 +186,7 @@ absl::StatusOr<BackendRowTransform> BackendRowTransform::Upload(AttentionBackend
 }
 
 absl::Status BackendRowTransform::Run(AttentionBackend& backend, const float* in, float* out,
-                                      int64_t n_rows, int64_t in_stride,
-                                      int64_t out_stride) const {
+                                      int64_t n_rows, int64_t in_stride, int64_t out_stride) const {
   RowTransformArgs args = args_;
   args.in = in;
   args.out = out;

@@ -41,12 +41,12 @@ struct RowTransform {
   int32_t dim = 0;
   int32_t in_dim = 0;
   int32_t out_dim = 0;
-  std::vector<float> pre_scale;       // [dim]
-  std::vector<int32_t> pre_gather;    // [dim], empty for the identity
+  std::vector<float> pre_scale;     // [dim]
+  std::vector<int32_t> pre_gather;  // [dim], empty for the identity
   RowMix mix = RowMix::kHadamard;
-  std::vector<float> matrix;          // [dim, dim] for kMatrix
-  std::vector<int32_t> post_gather;   // [dim], empty for the identity
-  std::vector<float> post_scale;      // [dim]
+  std::vector<float> matrix;         // [dim, dim] for kMatrix
+  std::vector<int32_t> post_gather;  // [dim], empty for the identity
+  std::vector<float> post_scale;     // [dim]
 };
 
 class Scrambler {

@@ -30,9 +30,9 @@ uint32_t LoadLe32(const uint8_t* p) {
 std::array<uint8_t, 64> ChaCha20Block(const Seed& key, uint32_t counter,
                                       const std::array<uint8_t, 12>& nonce) {
   uint32_t state[16] = {0x61707865, 0x3320646e, 0x79622d32, 0x6b206574};  // "expand 32-byte k"
-  for (int i = 0; i < 8; ++i) state[4 + i] = LoadLe32(key.data() + 4 * i);
+  for (size_t i = 0; i < 8; ++i) state[4 + i] = LoadLe32(key.data() + 4 * i);
   state[12] = counter;
-  for (int i = 0; i < 3; ++i) state[13 + i] = LoadLe32(nonce.data() + 4 * i);
+  for (size_t i = 0; i < 3; ++i) state[13 + i] = LoadLe32(nonce.data() + 4 * i);
   uint32_t working[16];
   std::memcpy(working, state, sizeof(state));
   for (int round = 0; round < 10; ++round) {  // 20 rounds: column then diagonal

@@ -23,7 +23,7 @@
 namespace silo::attention {
 namespace {
 
-constexpr int kHeads = 32, kKvHeads = 8, kHeadDim = 128;
+constexpr int64_t kHeads = 32, kKvHeads = 8, kHeadDim = 128;
 constexpr size_t kL2Bytes = 64ull << 20;  // above the H100's 50 MB and H200's 60 MB
 
 void Check(const absl::Status& status) {
@@ -112,13 +112,15 @@ int Main(int argc, char** argv) {
   std::unique_ptr<AttentionBackend> backend = Check(CreateBackend(kind));
   std::mt19937 rng(1);
 
-  std::printf("backend %s; decode: 1 query row, %d heads, %d KV heads, head_dim %d, f16 K/V\n",
-              backend->name().data(), kHeads, kKvHeads, kHeadDim);
+  std::printf("backend %s; decode: 1 query row, %ld heads, %ld KV heads, head_dim %ld, f16 K/V\n",
+              backend->name().data(), static_cast<long>(kHeads), static_cast<long>(kKvHeads),
+              static_cast<long>(kHeadDim));
   std::printf("%-44s %12s %14s\n", "op", "time (us)", "rate (GB/s)");
   double step_seconds_4096 = 0;
   for (const int n_kv : {4096, 32768}) {
     const size_t kv_bytes = static_cast<size_t>(n_kv) * kKvHeads * kHeadDim * 2;
-    const int copies = gpu ? static_cast<int>(std::max<size_t>(2, kL2Bytes / (2 * kv_bytes) + 1)) : 1;
+    const int copies =
+        gpu ? static_cast<int>(std::max<size_t>(2, kL2Bytes / (2 * kv_bytes) + 1)) : 1;
     DecodeInputs in;
     for (int c = 0; c < copies; ++c) {
       in.k.push_back(Filled(*backend, kv_bytes, rng, true));
@@ -164,15 +166,14 @@ int Main(int argc, char** argv) {
       Check(q_transform.Run(*backend, in.as<float>(), out.as<float>(), rows));
       Check(o_transform.Run(*backend, out.as<float>(), in.as<float>(), rows));
       if (setting.blocks > 1) {
-        Check(backend->MergePartials({in.as<float>(), stats.as<float>(), stats.as<float>(),
-                                      setting.blocks, kHeads, kHeadDim, merged.as<float>(),
-                                      merged_stats.as<float>(),
-                                      merged_stats.as<float>() + kHeads}));
+        Check(backend->MergePartials(
+            {in.as<float>(), stats.as<float>(), stats.as<float>(), setting.blocks, kHeads, kHeadDim,
+             merged.as<float>(), merged_stats.as<float>(), merged_stats.as<float>() + kHeads}));
       }
     });
     std::printf("%-44s %12.2f %13.1f%% of the n_kv 4096 step\n",
-                (std::string("scramble q + unscramble o: ") + setting.name).c_str(),
-                seconds * 1e6, 100.0 * seconds / step_seconds_4096);
+                (std::string("scramble q + unscramble o: ") + setting.name).c_str(), seconds * 1e6,
+                100.0 * seconds / step_seconds_4096);
   }
 
   // Owner side: K' = Π·K·Φ and V' = Π·V·Ψ for 4096 tokens × 8 KV heads (f32 rows in and out).
@@ -189,8 +190,8 @@ int Main(int argc, char** argv) {
     const double seconds = TimePerCall(*backend, std::max(1, iterations / 10), [&](int) {
       for (int kv = 0; kv < 2; ++kv) {  // K and V
         Check(forward.Run(*backend, plain.as<float>(), mixed.as<float>(), rows));
-        Check(backend->GatherRows({mixed.data(), permuted.data(), order.as<int32_t>(), rows, rows,
-                                   kHeadDim * 4}));
+        Check(backend->GatherRows(
+            {mixed.data(), permuted.data(), order.as<int32_t>(), rows, rows, kHeadDim * 4}));
       }
     });
     const double bytes = 2.0 * rows * kHeadDim * 4;  // K and V, f32, as read once

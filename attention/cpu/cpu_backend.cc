@@ -109,9 +109,12 @@ absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
   std::vector<float> kv_row(d);
   std::vector<float> m(rows), l(rows);
   std::vector<float> o(static_cast<size_t>(rows) * d);
-  // Row r of one KV head is query i = r / group, head kv_head * group + r % group.
+  // Row r of one KV head is query i = r / group, head static_cast<int64_t>(kv_head) * group + r %
+  // group.
   auto q_of = [&](int32_t kv_head, int32_t r) {
-    return a.q + (static_cast<int64_t>(r / group) * a.n_heads + kv_head * group + r % group) * d;
+    return a.q + (static_cast<int64_t>(r / group) * a.n_heads +
+                  static_cast<int64_t>(kv_head) * group + r % group) *
+                     d;
   };
   // One KV head at a time, each key and value row converted to f32 once for all its rows.
   for (int32_t kv_head = 0; kv_head < a.n_kv_heads; ++kv_head) {
@@ -150,9 +153,11 @@ absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
       }
     }
     for (int32_t r = 0; r < rows; ++r) {
-      const int64_t row = static_cast<int64_t>(r / group) * a.n_heads + kv_head * group + r % group;
+      const int64_t row = static_cast<int64_t>(r / group) * a.n_heads +
+                          static_cast<int64_t>(kv_head) * group + r % group;
       const float inverse_l = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-      for (int32_t c = 0; c < d; ++c) a.o[row * d + c] = o[static_cast<size_t>(r) * d + c] * inverse_l;
+      for (int32_t c = 0; c < d; ++c)
+        a.o[row * d + c] = o[static_cast<size_t>(r) * d + c] * inverse_l;
       a.m[row] = l[r] > 0 ? m[r] : kNegInf;
       a.l[row] = l[r];
     }

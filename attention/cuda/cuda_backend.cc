@@ -57,9 +57,9 @@ class CudaBackend final : public AttentionBackend {
 
   absl::Status CopyOut(void* host_dst, const void* backend_src, size_t bytes) override {
     if (bytes > 0) {
-      SILO_RETURN_IF_ERROR(CudaStatus(
-          cudaMemcpyAsync(host_dst, backend_src, bytes, cudaMemcpyDeviceToHost, stream_),
-          "copy to host"));
+      SILO_RETURN_IF_ERROR(
+          CudaStatus(cudaMemcpyAsync(host_dst, backend_src, bytes, cudaMemcpyDeviceToHost, stream_),
+                     "copy to host"));
     }
     return Synchronize();
   }
@@ -120,10 +120,9 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> CreateCudaBackend() {
   int count = 0;
   const cudaError_t error = cudaGetDeviceCount(&count);
   if (error != cudaSuccess || count == 0) {
-    return absl::UnavailableError(StrCat("cuda: no usable device (",
-                                         error == cudaSuccess ? "none found"
-                                                              : cudaGetErrorString(error),
-                                         ")"));
+    return absl::UnavailableError(
+        StrCat("cuda: no usable device (",
+               error == cudaSuccess ? "none found" : cudaGetErrorString(error), ")"));
   }
   int device = 0;
   int n_sms = 0;

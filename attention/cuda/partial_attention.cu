@@ -61,8 +61,8 @@ struct RowLayout {
 
 struct SplitParams {
   PartialAttentionArgs a;
-  int group;           // query heads per KV head
-  int rows;            // n_q × group: rows of one KV head
+  int group;  // query heads per KV head
+  int rows;   // n_q × group: rows of one KV head
   int keys_per_split;
   float* o;  // [n_splits, n_q × n_heads, head_dim]
   float* m;  // [n_splits, n_q × n_heads]
@@ -117,10 +117,11 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
       const int c = sub_lane + t * L::kLanes;
 #pragma unroll
       for (int e = 0; e < L::kVec; ++e) {
-        q[r][t][e] = (r < p.rows && c < L::kChunks)
-                         ? a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM +
-                               c * L::kVec + e] * scale_log2
-                         : 0.0f;
+        q[r][t][e] =
+            (r < p.rows && c < L::kChunks)
+                ? a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM + c * L::kVec + e] *
+                      scale_log2
+                : 0.0f;
       }
     }
   }
@@ -210,8 +211,8 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
         for (int offset = L::kLanes / 2; offset > 0; offset /= 2) {
           dot += __shfl_xor_sync(0xffffffffu, dot, offset);
         }
-        const bool visible = j < n && r < p.rows &&
-                             (a.q_positions == nullptr || kv_position <= q_position[r]);
+        const bool visible =
+            j < n && r < p.rows && (a.q_positions == nullptr || kv_position <= q_position[r]);
         s[u][r] = visible ? dot : -INFINITY;
       }
     }
@@ -322,8 +323,8 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
         total += weight * warp_l[w][r];
       }
     }
-    const int64_t row = static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group +
-                        r % p.group;
+    const int64_t row =
+        static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group + r % p.group;
     p.o[(split * total_rows + row) * HEAD_DIM + c] = total > 0 ? sum / total : 0.0f;
     if (c == 0) {
       p.m[split * total_rows + row] = total > 0 ? top * 0.6931471805599453f : -INFINITY;
@@ -352,7 +353,8 @@ __global__ void __launch_bounds__(kThreads) TiledKernel(PartialAttentionArgs a, 
   const int q_position = (active && a.q_positions != nullptr) ? a.q_positions[i] : 0;
   if (active) {
     for (int c = lane; c < HEAD_DIM; c += kWarpSize) {
-      q_shared[warp][c] = a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM + c] * a.scale;
+      q_shared[warp][c] =
+          a.q[(static_cast<int64_t>(i) * a.n_heads + head) * HEAD_DIM + c] * a.scale;
     }
   }
   const int64_t kv_stride = static_cast<int64_t>(a.n_kv_heads) * HEAD_DIM;
@@ -385,7 +387,7 @@ __global__ void __launch_bounds__(kThreads) TiledKernel(PartialAttentionArgs a, 
       s = dot;
     }
     const float m_new = fmaxf(m, WarpMax(s));
-    if (m_new == -INFINITY) continue;  // nothing visible yet
+    if (m_new == -INFINITY) continue;          // nothing visible yet
     const float correction = expf(m - m_new);  // 0 when m is -inf
     const float weight = s == -INFINITY ? 0.0f : expf(s - m_new);
     l = l * correction + WarpSum(weight);
@@ -414,9 +416,7 @@ __global__ void __launch_bounds__(kThreads) TiledKernel(PartialAttentionArgs a, 
   }
 }
 
-int DecodeRowsBucket(int rows) {
-  return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8;
-}
+int DecodeRowsBucket(int rows) { return rows <= 1 ? 1 : rows <= 2 ? 2 : rows <= 4 ? 4 : 8; }
 
 template <typename T, int HEAD_DIM, int ROWS>
 cudaError_t LaunchSplit(const SplitParams& params, int n_splits, int n_kv_heads,

@@ -53,8 +53,9 @@ __global__ void TransformRowsKernel(RowTransformArgs a, int rows_per_block) {
     }
   } else {
     __syncthreads();  // every row's u is ready
-    const int rows = static_cast<int>(
-        min(static_cast<int64_t>(rows_per_block), a.n_rows - static_cast<int64_t>(blockIdx.x) * rows_per_block));
+    const int rows =
+        static_cast<int>(min(static_cast<int64_t>(rows_per_block),
+                             a.n_rows - static_cast<int64_t>(blockIdx.x) * rows_per_block));
     for (int c = threadIdx.x; c < n; c += blockDim.x) {
       float sum[kMaxRowsPerBlock] = {};
 #pragma unroll 4

@@ -78,8 +78,7 @@ struct ReferencePartial {
   std::vector<double> l;
 };
 
-inline ReferencePartial ReferenceAttention(const std::vector<float>& q,
-                                           const std::vector<float>& k,
+inline ReferencePartial ReferenceAttention(const std::vector<float>& q, const std::vector<float>& k,
                                            const std::vector<float>& v, int n_q, int n_kv,
                                            int n_heads, int n_kv_heads, int head_dim, double scale,
                                            const std::vector<int32_t>* q_positions = nullptr,

@@ -53,11 +53,10 @@ struct AttentionShape {
 // Runs one partial attention on the backend and compares it with the f64 reference.
 void CheckPartialAttention(AttentionBackend& backend, const AttentionShape& shape, double tolerance,
                            float stddev = 1.0f) {
-  SCOPED_TRACE(::testing::Message() << "n_q " << shape.n_q << " n_kv " << shape.n_kv << " heads "
-                                    << shape.n_heads << "/" << shape.n_kv_heads << " head_dim "
-                                    << shape.head_dim << " dtype "
-                                    << static_cast<int>(shape.dtype) << " causal "
-                                    << shape.causal);
+  SCOPED_TRACE(::testing::Message()
+               << "n_q " << shape.n_q << " n_kv " << shape.n_kv << " heads " << shape.n_heads << "/"
+               << shape.n_kv_heads << " head_dim " << shape.head_dim << " dtype "
+               << static_cast<int>(shape.dtype) << " causal " << shape.causal);
   std::mt19937 rng(shape.n_q * 131 + shape.n_kv * 7 + shape.head_dim);
   const size_t q_size = static_cast<size_t>(shape.n_q) * shape.n_heads * shape.head_dim;
   const size_t kv_size = static_cast<size_t>(shape.n_kv) * shape.n_kv_heads * shape.head_dim;
@@ -100,9 +99,8 @@ void CheckPartialAttention(AttentionBackend& backend, const AttentionShape& shap
   ASSERT_OK(backend.PartialAttention(args));
 
   const ReferencePartial expected = ReferenceAttention(
-      q, k.values, v.values, shape.n_q, shape.n_kv, shape.n_heads, shape.n_kv_heads,
-      shape.head_dim, scale, shape.causal ? &q_positions : nullptr,
-      shape.causal ? &kv_positions : nullptr);
+      q, k.values, v.values, shape.n_q, shape.n_kv, shape.n_heads, shape.n_kv_heads, shape.head_dim,
+      scale, shape.causal ? &q_positions : nullptr, shape.causal ? &kv_positions : nullptr);
   const std::vector<float> actual_o = Download(backend, o, rows * shape.head_dim);
   const std::vector<float> actual_m = Download(backend, m, rows);
   const std::vector<float> actual_l = Download(backend, l, rows);
@@ -149,11 +147,21 @@ TEST_P(BackendTest, PartialAttentionHandlesEmptyBlocksAndMaskedRows) {
   BackendBuffer o = AllocateFloats(*backend_, 64);
   BackendBuffer m = AllocateFloats(*backend_, 1);
   BackendBuffer l = AllocateFloats(*backend_, 1);
-  PartialAttentionArgs args{q_buffer.as<float>(), k_buffer.data(), k_buffer.data(),
-                            KvDType::kF32,        qp.as<int32_t>(),  kp.as<int32_t>(),
-                            1,                    4,                 1,
-                            1,                    64,                0.125f,
-                            o.as<float>(),        m.as<float>(),     l.as<float>()};
+  PartialAttentionArgs args{q_buffer.as<float>(),
+                            k_buffer.data(),
+                            k_buffer.data(),
+                            KvDType::kF32,
+                            qp.as<int32_t>(),
+                            kp.as<int32_t>(),
+                            1,
+                            4,
+                            1,
+                            1,
+                            64,
+                            0.125f,
+                            o.as<float>(),
+                            m.as<float>(),
+                            l.as<float>()};
   ASSERT_OK(backend_->PartialAttention(args));
   EXPECT_EQ(Download(*backend_, m, 1)[0], -kInf);
   EXPECT_EQ(Download(*backend_, l, 1)[0], 0.0f);
@@ -215,9 +223,9 @@ TEST_P(BackendTest, MergeOfSplitPartialsEqualsTheWhole) {
   BackendBuffer out_o = AllocateFloats(*backend_, kHeads * kDim);
   BackendBuffer out_m = AllocateFloats(*backend_, kHeads);
   BackendBuffer out_l = AllocateFloats(*backend_, kHeads);
-  ASSERT_OK(backend_->MergePartials({o.as<float>(), m.as<float>(), l.as<float>(), kParts, kHeads,
-                                     kDim, out_o.as<float>(), out_m.as<float>(),
-                                     out_l.as<float>()}));
+  ASSERT_OK(
+      backend_->MergePartials({o.as<float>(), m.as<float>(), l.as<float>(), kParts, kHeads, kDim,
+                               out_o.as<float>(), out_m.as<float>(), out_l.as<float>()}));
   const ReferencePartial expected =
       ReferenceAttention(q, k, v, 1, kNKv, kHeads, kHeads, kDim, scale);
   EXPECT_LE(RelativeError(Download(*backend_, out_o, kHeads * kDim), expected.o), 1e-5);
@@ -227,7 +235,7 @@ TEST_P(BackendTest, MergeOfSplitPartialsEqualsTheWhole) {
 
 TEST_P(BackendTest, MergeHandlesAllEmptyAndDominatingParts) {
   // Row 0: both parts empty. Row 1: part 1's maximum is 1e4 above part 0's.
-  const std::vector<float> o = {0, 0, 1, 2,  /*part 1*/ 0, 0, 5, 6};
+  const std::vector<float> o = {0, 0, 1, 2, /*part 1*/ 0, 0, 5, 6};
   const std::vector<float> m = {-kInf, 0.0f, -kInf, 1e4f};
   const std::vector<float> l = {0.0f, 3.0f, 0.0f, 2.0f};
   BackendBuffer o_buffer = Upload(*backend_, o);
@@ -236,9 +244,9 @@ TEST_P(BackendTest, MergeHandlesAllEmptyAndDominatingParts) {
   BackendBuffer out_o = AllocateFloats(*backend_, 4);
   BackendBuffer out_m = AllocateFloats(*backend_, 2);
   BackendBuffer out_l = AllocateFloats(*backend_, 2);
-  ASSERT_OK(backend_->MergePartials({o_buffer.as<float>(), m_buffer.as<float>(),
-                                     l_buffer.as<float>(), 2, 2, 2, out_o.as<float>(),
-                                     out_m.as<float>(), out_l.as<float>()}));
+  ASSERT_OK(
+      backend_->MergePartials({o_buffer.as<float>(), m_buffer.as<float>(), l_buffer.as<float>(), 2,
+                               2, 2, out_o.as<float>(), out_m.as<float>(), out_l.as<float>()}));
   EXPECT_THAT(Download(*backend_, out_o, 4), ::testing::ElementsAre(0, 0, 5, 6));
   EXPECT_THAT(Download(*backend_, out_m, 2), ::testing::ElementsAre(-kInf, 1e4f));
   EXPECT_THAT(Download(*backend_, out_l, 2), ::testing::ElementsAre(0.0f, 2.0f));
@@ -265,8 +273,8 @@ TEST_P(BackendTest, TransformRowsMatchesTheCpuReference) {
                                BackendRowTransform::Upload(*backends[b], *transform));
           BackendBuffer in_buffer = Upload(*backends[b], in);
           BackendBuffer out_buffer = AllocateFloats(*backends[b], kRows * transform->out_dim);
-          ASSERT_OK(uploaded.Run(*backends[b], in_buffer.as<float>(), out_buffer.as<float>(),
-                                 kRows));
+          ASSERT_OK(
+              uploaded.Run(*backends[b], in_buffer.as<float>(), out_buffer.as<float>(), kRows));
           results[b] = Download(*backends[b], out_buffer, kRows * transform->out_dim);
         }
         EXPECT_LE(RelativeError(results[1], results[0]), 1e-6)
@@ -281,8 +289,8 @@ TEST_P(BackendTest, GatherRowsPermutesRows) {
   BackendBuffer in = Upload(*backend_, table);
   BackendBuffer rows = Upload(*backend_, std::vector<int32_t>{3, 0, 2, 1});
   BackendBuffer out = AllocateFloats(*backend_, 8);
-  ASSERT_OK(backend_->GatherRows({in.data(), out.data(), rows.as<int32_t>(), 4, 4,
-                                  2 * sizeof(float)}));
+  ASSERT_OK(
+      backend_->GatherRows({in.data(), out.data(), rows.as<int32_t>(), 4, 4, 2 * sizeof(float)}));
   EXPECT_THAT(Download(*backend_, out, 8), ::testing::ElementsAre(30, 31, 0, 1, 20, 21, 10, 11));
 }
 

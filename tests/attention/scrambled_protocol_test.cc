@@ -33,7 +33,7 @@ using ::silo::attention::testing::Upload;
 
 struct ProtocolCase {
   int head_dim;
-  int group;  // query heads per KV head
+  int group;                                       // query heads per KV head
   std::vector<std::vector<int32_t>> owner_chunks;  // rows of each chunk of each owner
   int n_local;  // the querier's own rows (question and generated tokens)
   int n_q;
@@ -104,8 +104,10 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
     all_v.insert(all_v.end(), owner_v.back().begin(), owner_v.back().end());
     n_total += rows;
   }
-  const std::vector<float> local_k = RandomFloats(rng, static_cast<size_t>(s.n_local) * kKvHeads * d);
-  const std::vector<float> local_v = RandomFloats(rng, static_cast<size_t>(s.n_local) * kKvHeads * d);
+  const std::vector<float> local_k =
+      RandomFloats(rng, static_cast<size_t>(s.n_local) * kKvHeads * d);
+  const std::vector<float> local_v =
+      RandomFloats(rng, static_cast<size_t>(s.n_local) * kKvHeads * d);
   all_k.insert(all_k.end(), local_k.begin(), local_k.end());
   all_v.insert(all_v.end(), local_v.begin(), local_v.end());
   n_total += s.n_local;
@@ -173,20 +175,19 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
                                BackendRowTransform::Upload(backend, scrambler.forward()));
           BackendBuffer in = Upload(backend, plain);
           BackendBuffer mixed = AllocateFloats(backend, static_cast<size_t>(block.n_rows) * dim);
-          BackendBuffer permuted =
-              AllocateFloats(backend, static_cast<size_t>(block.n_rows) * dim);
+          BackendBuffer permuted = AllocateFloats(backend, static_cast<size_t>(block.n_rows) * dim);
           BackendBuffer rows = Upload(backend, pi);
           ASSERT_OK(forward.Run(backend, in.as<float>(), mixed.as<float>(), block.n_rows));
-          ASSERT_OK(backend.GatherRows({mixed.data(), permuted.data(), rows.as<int32_t>(),
-                                        block.n_rows, block.n_rows,
-                                        static_cast<int64_t>(dim * sizeof(float))}));
+          ASSERT_OK(
+              backend.GatherRows({mixed.data(), permuted.data(), rows.as<int32_t>(), block.n_rows,
+                                  block.n_rows, static_cast<int64_t>(dim * sizeof(float))}));
           *scrambled = Download(backend, permuted, static_cast<size_t>(block.n_rows) * dim);
         };
         std::vector<float> k_scrambled, v_scrambled;
-        scramble_rows(HeadRows(owner_k[owner], kKvHeads, d, h, block.row_begin, block.n_rows),
-                      phi, &k_scrambled);
-        scramble_rows(HeadRows(owner_v[owner], kKvHeads, d, h, block.row_begin, block.n_rows),
-                      psi, &v_scrambled);
+        scramble_rows(HeadRows(owner_k[owner], kKvHeads, d, h, block.row_begin, block.n_rows), phi,
+                      &k_scrambled);
+        scramble_rows(HeadRows(owner_v[owner], kKvHeads, d, h, block.row_begin, block.n_rows), psi,
+                      &v_scrambled);
         ASSERT_FALSE(HasFatalFailure());
         const KvData k_wire = EncodeKv(k_scrambled, s.wire_dtype);
         const KvData v_wire = EncodeKv(v_scrambled, s.wire_dtype);
@@ -201,8 +202,8 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
 
         // Compute node: a partial over scrambled tensors only.
         std::vector<float> o_scrambled, m, l;
-        compute_partial(q_scrambled, k_wire, v_wire, s.wire_dtype, block.n_rows, dim,
-                        &o_scrambled, &m, &l);
+        compute_partial(q_scrambled, k_wire, v_wire, s.wire_dtype, block.n_rows, dim, &o_scrambled,
+                        &m, &l);
 
         // Querier: o = o′·Ψ⁻¹.
         ASSERT_OK_AND_ASSIGN(const BackendRowTransform o_transform,
@@ -236,9 +237,8 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
     BackendBuffer out_m = AllocateFloats(backend, part_rows);
     BackendBuffer out_l = AllocateFloats(backend, part_rows);
     ASSERT_OK(backend.MergePartials({o_buffer.as<float>(), m_buffer.as<float>(),
-                                     l_buffer.as<float>(), n_parts,
-                                     static_cast<int32_t>(part_rows), d, out_o.as<float>(),
-                                     out_m.as<float>(), out_l.as<float>()}));
+                                     l_buffer.as<float>(), n_parts, static_cast<int32_t>(part_rows),
+                                     d, out_o.as<float>(), out_m.as<float>(), out_l.as<float>()}));
     const std::vector<float> head_out = Download(backend, out_o, part_rows * d);
     for (int i = 0; i < s.n_q; ++i) {
       std::memcpy(&merged[(static_cast<size_t>(i) * n_heads + h * s.group) * d],
@@ -271,8 +271,8 @@ TEST_P(ScrambledProtocolTest, EqualsPlainAttentionWithF16Wire) {
 std::string Name(const ::testing::TestParamInfo<std::tuple<BackendKind, KeyScope, Mixer>>& info) {
   const auto [kind, scope, mixer] = info.param;
   const char* scopes[] = {"Session", "Chunk", "Block"};
-  return std::string(kind == BackendKind::kCpu ? "Cpu" : "Cuda") +
-         scopes[static_cast<int>(scope)] + (mixer == Mixer::kSphps ? "Sphps" : "Dense");
+  return std::string(kind == BackendKind::kCpu ? "Cpu" : "Cuda") + scopes[static_cast<int>(scope)] +
+         (mixer == Mixer::kSphps ? "Sphps" : "Dense");
 }
 
 INSTANTIATE_TEST_SUITE_P(

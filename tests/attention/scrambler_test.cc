@@ -187,9 +187,10 @@ TEST(Scrambler, F16ErrorOfPhiIsBelowADenseRandomMatrix) {
     return out;
   };
   const double dense_error = score_error(multiply(q, true), f16(multiply(k, false)));
-  std::printf("f16 keys, relative score error: plain %.2e, Φ (sphps, max_scale 2) %.2e, "
-              "dense Gaussian %.2e\n",
-              plain_error, phi_error, dense_error);
+  std::printf(
+      "f16 keys, relative score error: plain %.2e, Φ (sphps, max_scale 2) %.2e, "
+      "dense Gaussian %.2e\n",
+      plain_error, phi_error, dense_error);
   EXPECT_LT(phi_error, dense_error);
   EXPECT_LT(phi_error, 3e-3);
 }
