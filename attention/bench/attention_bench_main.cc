@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "attention/backend.h"
-#include "attention/half.h"
+#include "common/half.h"
 #include "attention/scrambler.h"
 
 namespace silo::attention {

@@ -12,7 +12,7 @@
 #include <new>
 #include <vector>
 
-#include "attention/half.h"
+#include "common/half.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 

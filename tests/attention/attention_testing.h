@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "attention/backend.h"
-#include "attention/half.h"
+#include "common/half.h"
 #include "gtest/gtest.h"
 
 namespace silo::attention::testing {

@@ -1,11 +1,11 @@
-#include "attention/half.h"
+#include "common/half.h"
 
 #include <cmath>
 #include <limits>
 
 #include "gtest/gtest.h"
 
-namespace silo::attention {
+namespace silo {
 namespace {
 
 TEST(Half, ConvertsKnownValues) {
@@ -42,4 +42,4 @@ TEST(Bf16, RoundsToNearestEven) {
 }
 
 }  // namespace
-}  // namespace silo::attention
+}  // namespace silo

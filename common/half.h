@@ -1,12 +1,13 @@
-// Conversions between f32 and the 16-bit formats of keys and values (IEEE binary16 and
-// bfloat16), rounding to nearest even, with infinities and NaN kept. Host code; thread-safe.
-#ifndef SILO_ATTENTION_HALF_H_
-#define SILO_ATTENTION_HALF_H_
+// Conversions between f32 and the 16-bit float formats of weights, keys and values (IEEE
+// binary16 and bfloat16), rounding to nearest even, with infinities and NaN kept. Host code;
+// thread-safe.
+#ifndef SILO_COMMON_HALF_H_
+#define SILO_COMMON_HALF_H_
 
 #include <cstdint>
 #include <cstring>
 
-namespace silo::attention {
+namespace silo {
 
 inline uint32_t FloatBits(float value) {
   uint32_t bits;
@@ -60,6 +61,6 @@ inline uint16_t FloatToHalf(float value) {
   return static_cast<uint16_t>(sign | ((rebased + rounding) >> 13));
 }
 
-}  // namespace silo::attention
+}  // namespace silo
 
-#endif  // SILO_ATTENTION_HALF_H_
+#endif  // SILO_COMMON_HALF_H_
