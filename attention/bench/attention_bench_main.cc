@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "attention/backend.h"
-#include "common/half.h"
 #include "attention/scrambler.h"
+#include "common/half.h"
 
 namespace silo::attention {
 namespace {

@@ -1,10 +1,15 @@
 // Checks real facts of the default model that scripts/fetch-models downloaded, so that a wrong,
 // truncated or substituted download fails the suite.
+#include <algorithm>
+#include <cmath>
 #include <string>
+#include <vector>
 
+#include "engine/dequantize.h"
 #include "engine/gguf_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/engine/dequantize_fixture.h"
 #include "tests/testing/models.h"
 #include "tests/testing/status_matchers.h"
 
@@ -39,6 +44,32 @@ TEST(DefaultModel, IsSmolLM2_135M_Instruct) {
   ASSERT_OK_AND_ASSIGN(const GgufTensorInfo* last, file.FindTensor("blk.29.ffn_down.weight"));
   EXPECT_EQ(last->type, GgmlType::kQ4_1);
   EXPECT_THAT(last->dims, ::testing::ElementsAre(1536, 576));
+}
+
+// Rows of the real weights (Q8_0 embeddings, Q4_1 projections, F32 norm) dequantize to what gguf-py
+// computes from the same file.
+TEST(DefaultModel, DequantizesLikeGgufPy) {
+  ASSERT_OK_AND_ASSIGN(const std::string path, silo::testing::DefaultModelPath());
+  ASSERT_OK_AND_ASSIGN(const GgufFile file, GgufFile::Open(path));
+  int checked = 0;
+  for (const auto& c : testing::ReadDequantizeFixture()) {
+    if (c.kind != "model") continue;
+    SCOPED_TRACE(::testing::Message() << c.tensor << " row " << c.row);
+    ASSERT_OK_AND_ASSIGN(const GgufTensorInfo* tensor, file.FindTensor(c.tensor));
+    ASSERT_EQ(tensor->dims[0], c.n_elements);
+    ASSERT_OK_AND_ASSIGN(const GgmlTypeLayout layout,
+                         LayoutOf(static_cast<uint32_t>(tensor->type)));
+    const size_t row_bytes = c.n_elements / layout.block_elements * layout.block_bytes;
+    const auto bytes = file.TensorBytes(*tensor).subspan(c.row * row_bytes, row_bytes);
+    std::vector<float> out(c.n_elements);
+    ASSERT_OK(DequantizeRow(tensor->type, bytes, out));
+    for (int64_t i = 0; i < c.n_elements; ++i) {
+      ASSERT_NEAR(out[i], c.expected[i], 1e-6f * std::max(1.0f, std::abs(c.expected[i])))
+          << "element " << i;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 5);
 }
 
 }  // namespace
