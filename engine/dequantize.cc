@@ -133,7 +133,8 @@ bool CanDequantize(GgmlType type) {
 absl::Status DequantizeRow(GgmlType type, std::span<const uint8_t> data, std::span<float> out) {
   SILO_ASSIGN_OR_RETURN(const GgmlTypeLayout layout, LayoutOf(static_cast<uint32_t>(type)));
   if (!CanDequantize(type)) {
-    return absl::InvalidArgumentError(StrCat("dequantize: type ", layout.name, " is not supported"));
+    return absl::InvalidArgumentError(
+        StrCat("dequantize: type ", layout.name, " is not supported"));
   }
   const size_t n = out.size();
   if (n % layout.block_elements != 0) {

@@ -11,10 +11,10 @@
 namespace silo::engine::testing {
 
 struct DequantizeCase {
-  std::string kind;  // "case" or "model"
-  uint32_t type = 0;         // case: ggml type id
-  std::string tensor;        // model: tensor name
-  int64_t row = 0;           // model: row index
+  std::string kind;    // "case" or "model"
+  uint32_t type = 0;   // case: ggml type id
+  std::string tensor;  // model: tensor name
+  int64_t row = 0;     // model: row index
   int64_t n_elements = 0;
   std::vector<uint8_t> bytes;  // case: raw data
   std::vector<float> expected;

@@ -5,6 +5,7 @@
 //   ASSERT_OK_AND_ASSIGN(GgufFile file, GgufFile::Open(path));
 //   EXPECT_THAT(Parse(bytes), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("truncated")));
 //   EXPECT_THAT(Open(path), StatusIs(absl::StatusCode::kNotFound));
+//   EXPECT_THAT(value.AsInt(), IsOkAndHolds(576));
 #ifndef SILO_TESTS_TESTING_STATUS_MATCHERS_H_
 #define SILO_TESTS_TESTING_STATUS_MATCHERS_H_
 
@@ -33,6 +34,15 @@ MATCHER_P2(StatusIs, code, message,
   return status.code() == code &&
          ::testing::ExplainMatchResult(::testing::MatcherCast<std::string>(message),
                                        std::string(status.message()), result_listener);
+}
+
+// Matches an OK StatusOr whose value matches `matcher`.
+MATCHER_P(IsOkAndHolds, matcher, "") {
+  if (!arg.ok()) {
+    *result_listener << "whose status is " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(matcher, *arg, result_listener);
 }
 
 // Matches a Status or StatusOr whose code equals `code`, whatever its message.
