@@ -321,7 +321,7 @@ absl::StatusOr<int64_t> JsonValue::AsInt() const {
 }
 
 absl::StatusOr<std::string_view> JsonValue::AsString() const {
-  if (const std::string* s = std::get_if<std::string>(&value_)) return std::string_view(*s);
+  if (const std::string* s = std::get_if<std::string>(&value_)) return std::string_view{*s};
   return WrongType("a string", TypeName());
 }
 
