@@ -51,9 +51,10 @@ TEST(Json, KeepsLargeIntegersExact) {
 }
 
 TEST(Json, RejectsMalformedDocumentsWithAPosition) {
-  const char* bad[] = {"",          "{",           "{\"a\" 1}",   "[1,]",         "[01]",
-                       "\"abc",     "\"\\x\"",     "tru",         "{\"a\":1,}",   "1 2",
-                       "\"\\ud800\"", "\"a\tb\"",  "[1e999]",     "{\"a\":1,\"a\":2}", "-"};
+  const char* bad[] = {
+      "",    "{",          "{\"a\" 1}", "[1,]",        "[01]",     "\"abc",   "\"\\x\"",
+      "tru", "{\"a\":1,}", "1 2",       "\"\\ud800\"", "\"a\tb\"", "[1e999]", "{\"a\":1,\"a\":2}",
+      "-"};
   for (const char* text : bad) {
     EXPECT_THAT(ParseJson(text), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("byte")))
         << text;
@@ -71,7 +72,8 @@ TEST(Json, LimitsNesting) {
 
 TEST(Json, HandlesLargeObjects) {
   std::string text = "{";
-  for (int i = 0; i < 50000; ++i) text += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":" + std::to_string(i);
+  for (int i = 0; i < 50000; ++i)
+    text += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":" + std::to_string(i);
   text += "}";
   ASSERT_OK_AND_ASSIGN(const JsonValue value, ParseJson(text));
   ASSERT_OK_AND_ASSIGN(const JsonValue::Object* object, value.AsObject());

@@ -1,4 +1,4 @@
-// Checks real facts of the default model that scripts/fetch-models downloaded, so that a wrong,
+// Checks real facts of the models that scripts/fetch-models downloaded, so that a wrong,
 // truncated or substituted download fails the suite.
 #include <algorithm>
 #include <cmath>
@@ -7,6 +7,7 @@
 
 #include "engine/dequantize.h"
 #include "engine/gguf_file.h"
+#include "engine/safetensors_file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/engine/dequantize_fixture.h"
@@ -70,6 +71,20 @@ TEST(DefaultModel, DequantizesLikeGgufPy) {
     ++checked;
   }
   EXPECT_EQ(checked, 5);
+}
+
+// The embedder's weights: a real safetensors file of all-MiniLM-L6-v2.
+TEST(Embedder, IsAllMiniLmL6V2) {
+  ASSERT_OK_AND_ASSIGN(const std::string dir, silo::testing::EmbedderDir());
+  ASSERT_OK_AND_ASSIGN(const SafetensorsModel model, SafetensorsModel::Open(dir));
+  EXPECT_EQ(model.tensors().size(), 104u);
+  ASSERT_OK_AND_ASSIGN(const SafetensorsTensor* embeddings,
+                       model.FindTensor("embeddings.word_embeddings.weight"));
+  EXPECT_EQ(embeddings->dtype, SafetensorsDType::kF32);
+  EXPECT_THAT(embeddings->shape, ::testing::ElementsAre(30522, 384));
+  ASSERT_OK_AND_ASSIGN(const SafetensorsTensor* last,
+                       model.FindTensor("encoder.layer.5.output.LayerNorm.weight"));
+  EXPECT_THAT(last->shape, ::testing::ElementsAre(384));
 }
 
 }  // namespace
