@@ -195,9 +195,9 @@ absl::StatusOr<SafetensorsModel> SafetensorsModel::Open(const std::string& path)
   const std::string_view text(reinterpret_cast<const char*>(index_file.bytes().data()),
                               index_file.bytes().size());
   absl::StatusOr<JsonValue> index = ParseJson(text);
-  if (!index.ok()) return Invalid(file, std::string(index.status().message()));
+  if (!index.ok()) return Invalid(file, std::string{index.status().message()});
   absl::StatusOr<const JsonValue*> weight_map = index->Get("weight_map");
-  if (!weight_map.ok()) return Invalid(file, std::string(weight_map.status().message()));
+  if (!weight_map.ok()) return Invalid(file, std::string{weight_map.status().message()});
   absl::StatusOr<const JsonValue::Object*> entries = (*weight_map)->AsObject();
   if (!entries.ok()) return Invalid(file, "weight_map is not an object");
   // Shard file names, each opened once; they must stay inside the index's folder.
