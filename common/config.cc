@@ -283,8 +283,9 @@ absl::StatusOr<std::vector<ConfigNode>> ConfigNode::ChildList(std::string_view k
   impl_->used_keys.emplace(key);
   if (!value.has_value()) return MissingKey(*impl_, key, "a sequence of mappings");
   if (!value->IsSequence()) return WrongType(*impl_, key, *value, "a sequence of mappings");
-  std::vector<std::shared_ptr<Impl>>& list = impl_->child_lists[std::string(key)];
-  if (list.empty()) {
+  auto cached = impl_->child_lists.find(key);
+  if (cached == impl_->child_lists.end()) {
+    std::vector<std::shared_ptr<Impl>> list;  // cached only once every element is valid
     for (size_t i = 0; i < value->size(); ++i) {
       const YAML::Node element = (*value)[i];
       const std::string element_key = StrCat(key, "[", i, "]");
@@ -295,18 +296,13 @@ absl::StatusOr<std::vector<ConfigNode>> ConfigNode::ChildList(std::string_view k
       child->path = JoinPath(impl_->path, element_key);
       list.push_back(std::move(child));
     }
+    cached = impl_->child_lists.emplace(std::string(key), std::move(list)).first;
   }
+  const std::vector<std::shared_ptr<Impl>>& list = cached->second;
   std::vector<ConfigNode> nodes;
   nodes.reserve(list.size());
   for (const std::shared_ptr<Impl>& child : list) nodes.push_back(ConfigNode(child));
   return nodes;
-}
-
-bool ConfigNode::Has(std::string_view key) const {
-  for (const auto& entry : impl_->map) {
-    if (entry.first.IsScalar() && entry.first.Scalar() == key) return true;
-  }
-  return false;
 }
 
 absl::Status ConfigNode::CheckAllKeysUsed() const {

@@ -57,8 +57,6 @@ class ConfigNode {
   absl::StatusOr<ConfigNode> Child(std::string_view key) const;
   // A required sequence of mappings; InvalidArgument when missing or of another shape.
   absl::StatusOr<std::vector<ConfigNode>> ChildList(std::string_view key) const;
-  // True when the key is present (even with a null value).
-  bool Has(std::string_view key) const;
 
   // InvalidArgument naming the first key of this mapping, or of a mapping reached from it
   // through Child/ChildList, that no accessor asked for.

@@ -45,6 +45,7 @@ class JsonParser {
 
   absl::StatusOr<JsonValue> ParseValue(int depth) {
     if (depth > kMaxJsonDepth) return Error(StrCat("nesting deeper than ", kMaxJsonDepth));
+    if (++values_ > kMaxJsonValues) return Error(StrCat("more than ", kMaxJsonValues, " values"));
     if (pos_ >= text_.size()) return Error("unexpected end of input");
     JsonValue value;
     switch (text_[pos_]) {
@@ -279,6 +280,7 @@ class JsonParser {
 
   std::string_view text_;
   size_t pos_ = 0;
+  int64_t values_ = 0;
 };
 
 absl::StatusOr<JsonValue> ParseJson(std::string_view text) {

@@ -6,7 +6,8 @@
 //
 // Errors are InvalidArgument with the byte offset (and line) of the problem. Nesting deeper than
 // kMaxJsonDepth is rejected, so hostile input cannot exhaust the stack. Objects keep their keys
-// in file order; a duplicate key is an error. Thread-safe after parsing (values are immutable).
+// in file order; a duplicate key is an error. More than kMaxJsonValues values is an error, so
+// hostile input cannot exhaust memory either. Thread-safe after parsing (values are immutable).
 #ifndef SILO_COMMON_JSON_H_
 #define SILO_COMMON_JSON_H_
 
@@ -23,6 +24,9 @@
 namespace silo {
 
 inline constexpr int kMaxJsonDepth = 128;
+// Values in one document (object members and array elements included): a tokenizer.json of a
+// 150k vocabulary with its merges has about 600k. Bounds memory at ~70 bytes a value.
+inline constexpr int64_t kMaxJsonValues = 4'000'000;
 
 class JsonValue {
  public:

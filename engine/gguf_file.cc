@@ -22,6 +22,15 @@ class Reader {
   uint64_t offset() const { return offset_; }
   uint64_t remaining() const { return bytes_.size() - offset_; }
 
+  // Counts decoded metadata values against GgufFile::kMaxMetadataValues.
+  absl::Status CountValues(uint64_t n) {
+    values_ += n;
+    if (values_ > GgufFile::kMaxMetadataValues) {
+      return Invalid(StrCat("more than ", GgufFile::kMaxMetadataValues, " metadata values"));
+    }
+    return absl::OkStatus();
+  }
+
   template <typename T>
   absl::StatusOr<T> Read(std::string_view what) {
     static_assert(std::is_trivially_copyable_v<T>);
@@ -52,6 +61,7 @@ class Reader {
   std::span<const uint8_t> bytes_;
   std::string_view name_;
   uint64_t offset_ = 0;
+  uint64_t values_ = 0;
 };
 
 bool IsKnownValueType(uint32_t type) { return type <= 12; }
@@ -96,6 +106,7 @@ absl::StatusOr<GgufValue> ReadArray(Reader& reader, uint32_t depth) {
   if (count > reader.remaining() / MinEncodedBytes(type)) {
     return reader.Truncated(StrCat("an array of ", count, " elements"));
   }
+  SILO_RETURN_IF_ERROR(reader.CountValues(count));
   auto array = std::make_shared<GgufArray>();
   array->element_type = type;
   array->values.reserve(count);

@@ -1,9 +1,10 @@
 // Reader of GGUF model files (versions 2 and 3): every metadata key and value, the tensor
 // directory and the tensors' bytes, used in place through a read-only mapping.
 //
-// Everything read from the file is checked before use: a truncated file is DataLoss; a malformed
-// or hostile one (bad magic, unknown value or tensor types, lengths or shapes that overflow,
-// offsets past the end, misaligned or duplicate entries) is InvalidArgument. Never a crash.
+// Everything read from the file is checked before use: a truncated file, or counts, lengths or
+// tensor data that reach past its end, is DataLoss; a malformed or hostile one (bad magic,
+// unknown value or tensor types, shapes that overflow, misaligned or duplicate entries, more than
+// kMaxMetadataValues metadata values) is InvalidArgument. Never a crash.
 //
 // Thread-safe after Open: a GgufFile is immutable.
 #ifndef SILO_ENGINE_GGUF_FILE_H_
@@ -93,6 +94,9 @@ class GgufFile {
   // Limits that bound the work a hostile file can cause.
   static constexpr uint32_t kMaxDims = 4;
   static constexpr uint32_t kMaxArrayDepth = 4;
+  // Metadata values decoded in all (array elements included): a vocabulary of 256k tokens with
+  // its merges and types is about 800k. Bounds memory at ~40 bytes a value.
+  static constexpr uint64_t kMaxMetadataValues = 4'000'000;
 
   // Maps and parses `path`. NotFound / PermissionDenied when it cannot be opened; DataLoss when
   // truncated; InvalidArgument when malformed.

@@ -16,7 +16,8 @@ namespace silo::engine {
 class MappedFile {
  public:
   // Maps `path` read-only. NotFound when it does not exist, PermissionDenied when it cannot be
-  // read, InvalidArgument when it is not a regular file, Internal when mmap fails.
+  // read, InvalidArgument when it is not a regular file, ResourceExhausted when there is no
+  // memory for the mapping, Internal for other system errors.
   static absl::StatusOr<MappedFile> Open(const std::string& path);
 
   MappedFile(MappedFile&& other) noexcept;

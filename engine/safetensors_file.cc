@@ -31,8 +31,7 @@ absl::Status Invalid(std::string_view file, std::string_view what) {
 
 // One header entry → a tensor whose bytes lie in `data`.
 absl::StatusOr<SafetensorsTensor> ReadEntry(std::string_view file, const std::string& name,
-                                            const JsonValue& entry,
-                                            std::span<const uint8_t> data) {
+                                            const JsonValue& entry, std::span<const uint8_t> data) {
   const std::string where = StrCat("tensor '", name, "'");
   auto invalid = [&](const absl::Status& status) {
     return Invalid(file, StrCat(where, ": ", status.message()));
@@ -78,13 +77,13 @@ absl::StatusOr<SafetensorsTensor> ReadEntry(std::string_view file, const std::st
   }
   const uint64_t bytes = static_cast<uint64_t>(*end - *begin);
   const uint64_t element_bytes = ElementBytes(tensor.dtype);
-  if (static_cast<uint64_t>(tensor.n_elements) > std::numeric_limits<uint64_t>::max() / element_bytes ||
+  if (static_cast<uint64_t>(tensor.n_elements) >
+          std::numeric_limits<uint64_t>::max() / element_bytes ||
       bytes != static_cast<uint64_t>(tensor.n_elements) * element_bytes) {
     return Invalid(file, StrCat(where, " has ", bytes, " bytes, which do not hold its shape"));
   }
   if (static_cast<uint64_t>(*end) > data.size()) {
-    return absl::DataLossError(
-        StrCat(file, ": ", where, " extends past the end of the file"));
+    return absl::DataLossError(StrCat(file, ": ", where, " extends past the end of the file"));
   }
   tensor.data = data.subspan(static_cast<size_t>(*begin), static_cast<size_t>(bytes));
   return tensor;
@@ -130,8 +129,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::span<const uint8_t> 
   uint64_t header_bytes;
   std::memcpy(&header_bytes, bytes.data(), sizeof(header_bytes));
   if (header_bytes > kMaxHeaderBytes) {
-    return Invalid(name, StrCat("header of ", header_bytes, " bytes is over the limit of ",
-                                kMaxHeaderBytes));
+    return Invalid(
+        name, StrCat("header of ", header_bytes, " bytes is over the limit of ", kMaxHeaderBytes));
   }
   if (header_bytes > bytes.size() - 8) {
     return absl::DataLossError(StrCat(name, ": truncated inside the header"));
@@ -149,7 +148,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::span<const uint8_t> 
       if (!metadata.ok()) return Invalid(name, "__metadata__ is not an object");
       for (const auto& [meta_key, meta_value] : **metadata) {
         absl::StatusOr<std::string_view> text = meta_value.AsString();
-        if (!text.ok()) return Invalid(name, StrCat("__metadata__ '", meta_key, "' is not a string"));
+        if (!text.ok())
+          return Invalid(name, StrCat("__metadata__ '", meta_key, "' is not a string"));
         file.metadata_.emplace(meta_key, std::string(*text));
       }
       continue;
@@ -171,16 +171,19 @@ absl::StatusOr<SafetensorsModel> SafetensorsModel::Open(const std::string& path)
   namespace fs = std::filesystem;
   std::error_code error;
   std::string file = path;
-  if (fs::is_directory(path, error)) {
-    const fs::path single = fs::path(path) / "model.safetensors";
+  const bool is_directory = fs::is_directory(path, error);
+  if (error && error != std::errc::no_such_file_or_directory) {
+    return absl::PermissionDeniedError(StrCat(path, ": ", error.message()));
+  }
+  if (is_directory) {
     const fs::path index = fs::path(path) / "model.safetensors.index.json";
-    if (fs::exists(index, error)) {
+    const fs::path single = fs::path(path) / "model.safetensors";
+    const bool has_index = fs::exists(index, error);
+    if (error) return absl::PermissionDeniedError(StrCat(index.string(), ": ", error.message()));
+    if (has_index) {
       file = index.string();
-    } else if (fs::exists(single, error)) {
-      file = single.string();
     } else {
-      return absl::NotFoundError(
-          StrCat(path, ": no model.safetensors or model.safetensors.index.json"));
+      file = single.string();  // NotFound from the open below names the expected file
     }
   }
   SafetensorsModel model;
@@ -243,7 +246,8 @@ absl::Status SafetensorsModel::Index() {
 
 absl::StatusOr<const SafetensorsTensor*> SafetensorsModel::FindTensor(std::string_view name) const {
   const auto it = by_name_.find(name);
-  if (it == by_name_.end()) return absl::NotFoundError(StrCat("safetensors: no tensor '", name, "'"));
+  if (it == by_name_.end())
+    return absl::NotFoundError(StrCat("safetensors: no tensor '", name, "'"));
   return it->second;
 }
 

@@ -39,14 +39,15 @@ struct SafetensorsTensor {
 
 class SafetensorsFile {
  public:
-  // Header JSON larger than this is rejected (the format's own limit).
-  static constexpr uint64_t kMaxHeaderBytes = 100 << 20;
+  // Header JSON larger than this is rejected (the limit of the reference implementation).
+  static constexpr uint64_t kMaxHeaderBytes = 100'000'000;
 
   // NotFound / PermissionDenied when the file cannot be opened; DataLoss when truncated;
   // InvalidArgument when malformed.
   static absl::StatusOr<SafetensorsFile> Open(const std::string& path);
   // Parses bytes owned by the caller (they must outlive the result); `name` stands for the file.
-  static absl::StatusOr<SafetensorsFile> Parse(std::span<const uint8_t> bytes, std::string_view name);
+  static absl::StatusOr<SafetensorsFile> Parse(std::span<const uint8_t> bytes,
+                                               std::string_view name);
 
   const std::vector<SafetensorsTensor>& tensors() const { return tensors_; }
   const std::map<std::string, std::string, std::less<>>& metadata() const { return metadata_; }

@@ -133,6 +133,13 @@ TEST(Config, RejectsDuplicateKeysSyntaxErrorsAndNonMappings) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("got null")));
 }
 
+TEST(Config, AFailedChildListStaysFailed) {
+  ASSERT_OK_AND_ASSIGN(const ConfigNode root, ConfigNode::Parse("peers: [{a: 1}, 5]\n", "p.yaml"));
+  EXPECT_THAT(root.ChildList("peers"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("peers[1]")));
+  EXPECT_THAT(root.ChildList("peers"), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST(Config, MissingAndOversizedFiles) {
   TempDir dir;
   EXPECT_THAT(ConfigNode::LoadFile((dir.path() / "absent.yaml").string()),

@@ -70,6 +70,16 @@ TEST(Json, LimitsNesting) {
   EXPECT_OK(ParseJson(ok));
 }
 
+TEST(Json, LimitsTheNumberOfValues) {
+  std::string text = "[0";
+  for (int64_t i = 1; i < kMaxJsonValues; ++i) text += ",0";
+  text += "]";  // the array itself is one more value than kMaxJsonValues
+  EXPECT_THAT(ParseJson(text),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more than")));
+  text.erase(text.size() - 3, 2);  // one element fewer: exactly kMaxJsonValues values
+  EXPECT_OK(ParseJson(text));
+}
+
 TEST(Json, HandlesLargeObjects) {
   std::string text = "{";
   for (int i = 0; i < 50000; ++i)

@@ -189,6 +189,14 @@ TEST(GgufFile, RejectsHostileMetadata) {
   }
 }
 
+TEST(GgufFile, LimitsTheNumberOfMetadataValues) {
+  GgufWriter writer;
+  writer.AddInt32Array("big", std::vector<int32_t>(GgufFile::kMaxMetadataValues + 1, 0));
+  const std::string data = writer.Build();
+  EXPECT_THAT(GgufFile::Parse(Bytes(data), "big.gguf"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metadata values")));
+}
+
 // Offsets into the single tensor entry of a one-tensor file named "t" with `n_dims` dims.
 struct TensorEntry {
   size_t dims, type, offset;

@@ -152,8 +152,7 @@ TEST(SafetensorsModel, RejectsInconsistentShards) {
                 StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a file name")));
   }
   TempDir empty;
-  EXPECT_THAT(SafetensorsModel::Open(empty.path().string()),
-              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(SafetensorsModel::Open(empty.path().string()), StatusIs(absl::StatusCode::kNotFound));
 }
 
 }  // namespace
