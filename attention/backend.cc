@@ -77,6 +77,11 @@ absl::Status ValidatePartialAttention(const PartialAttentionArgs& a) {
   if (a.kv_dtype != KvDType::kF32 && a.kv_dtype != KvDType::kF16 && a.kv_dtype != KvDType::kBF16) {
     return Invalid(kOp, "unknown kv_dtype");
   }
+  // Row counts are int32 in the kernels: bound every product of shapes that indexes a row.
+  if (static_cast<int64_t>(a.n_q) * a.n_heads > std::numeric_limits<int32_t>::max() ||
+      static_cast<int64_t>(a.n_kv) * a.n_kv_heads > std::numeric_limits<int32_t>::max()) {
+    return Invalid(kOp, "n_q × n_heads and n_kv × n_kv_heads must each fit in int32");
+  }
   if ((a.q_positions == nullptr) != (a.kv_positions == nullptr)) {
     return Invalid(kOp, "q_positions and kv_positions must be both set or both null");
   }

@@ -4,6 +4,10 @@
 // Every op takes pointers in the backend's memory (Allocate / CopyIn / CopyOut move data there
 // and back), validates its arguments and returns InvalidArgument for shapes it cannot run,
 // never aborting. Ops on one backend run in order; CopyOut and Synchronize wait for them.
+// Preconditions the host cannot check, because the data lives on the device: GatherRows' row
+// indices lie in [0, n_in) (the CPU backend returns InvalidArgument, the CUDA one writes zero
+// rows); the CUDA backend wants K and V 16-byte aligned (checked, InvalidArgument). Buffers
+// must be destroyed before the backend that allocated them.
 //
 // Thread-safety: a backend is used by one thread at a time (each session owns its own).
 #ifndef SILO_ATTENTION_BACKEND_H_

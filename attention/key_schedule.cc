@@ -28,10 +28,10 @@ absl::StatusOr<std::vector<KeyBlock>> PlanKeyBlocks(std::span<const int32_t> chu
   }
   int32_t row = 0;
   for (const int32_t rows : chunk_rows) {
-    const int32_t step = scope == KeyScope::kChunk ? std::max(rows, 1) : block_rows;
-    for (int32_t begin = 0; begin < rows; begin += step) {
-      blocks.push_back(
-          {static_cast<int32_t>(blocks.size()), row + begin, std::min(step, rows - begin)});
+    const int64_t step = scope == KeyScope::kChunk ? std::max(rows, 1) : block_rows;
+    for (int64_t begin = 0; begin < rows; begin += step) {  // int64: begin + step may pass 2^31
+      blocks.push_back({static_cast<int32_t>(blocks.size()), static_cast<int32_t>(row + begin),
+                        static_cast<int32_t>(std::min<int64_t>(step, rows - begin))});
     }
     row += rows;
   }

@@ -1,5 +1,6 @@
 #include "attention/scrambler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <utility>
@@ -11,7 +12,12 @@ namespace silo::attention {
 namespace {
 
 // Generator streams of one seed, so that each parameter has its own.
-enum Stream : uint64_t { kScaleStream = 1, kPermutationStream = 2, kMatrixStream = 3 };
+enum Stream : uint64_t {
+  kScaleStream = 1,
+  kPermutationStream = 2,
+  kMatrixStream = 3,
+  kRowPermutationStream = 4,  // Π: independent of P1/P2 even if one seed were reused
+};
 
 int32_t NextPowerOfTwo(int32_t n) {
   int32_t p = 1;
@@ -140,7 +146,7 @@ absl::StatusOr<Scrambler> Scrambler::Create(int32_t head_dim, const Seed& seed,
 }
 
 std::vector<int32_t> RowPermutation(const Seed& seed, int32_t n_rows) {
-  SeededGenerator generator(seed, kPermutationStream);
+  SeededGenerator generator(seed, kRowPermutationStream);
   return RandomPermutation(generator, n_rows);
 }
 
@@ -166,6 +172,22 @@ absl::StatusOr<BackendBuffer> UploadVector(AttentionBackend& backend, const std:
 
 absl::StatusOr<BackendRowTransform> BackendRowTransform::Upload(AttentionBackend& backend,
                                                                 const RowTransform& t) {
+  // The parameters index rows on the device: check them here, where they are still on the host.
+  const size_t dim = t.dim > 0 ? static_cast<size_t>(t.dim) : 0;
+  auto valid_gather = [&](const std::vector<int32_t>& gather) {
+    if (gather.empty()) return true;
+    if (gather.size() != dim) return false;
+    return std::all_of(gather.begin(), gather.end(), [&](int32_t index) {
+      return index >= 0 && static_cast<size_t>(index) < dim;
+    });
+  };
+  if (dim == 0 || t.pre_scale.size() != dim || t.post_scale.size() != dim ||
+      !valid_gather(t.pre_gather) || !valid_gather(t.post_gather) ||
+      (t.mix == RowMix::kMatrix && t.matrix.size() != dim * dim)) {
+    return absl::InvalidArgumentError(
+        StrCat("row transform: parameters do not match dim ", t.dim,
+               " (scales of dim entries, gathers empty or dim indices in [0, dim), matrix dim²)"));
+  }
   BackendRowTransform uploaded;
   SILO_ASSIGN_OR_RETURN(uploaded.pre_scale_, UploadVector(backend, t.pre_scale));
   SILO_ASSIGN_OR_RETURN(uploaded.pre_gather_, UploadVector(backend, t.pre_gather));

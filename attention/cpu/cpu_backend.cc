@@ -105,61 +105,68 @@ absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
   const int32_t group = a.n_heads / a.n_kv_heads;
   const int32_t d = a.head_dim;
   const int32_t rows = a.n_q * group;  // query rows × heads that read one KV head
-  std::vector<float> scores(static_cast<size_t>(rows) * a.n_kv);  // [rows, n_kv]
+  // Scores are kept for a block of rows at a time, at most kMaxScores floats (64 MiB).
+  constexpr int64_t kMaxScores = int64_t{1} << 24;
+  const int32_t block_rows =
+      static_cast<int32_t>(std::clamp<int64_t>(kMaxScores / std::max(a.n_kv, 1), 1, rows));
+  std::vector<float> scores(static_cast<size_t>(block_rows) * a.n_kv);  // [block_rows, n_kv]
   std::vector<float> kv_row(d);
-  std::vector<float> m(rows), l(rows);
-  std::vector<float> o(static_cast<size_t>(rows) * d);
-  // Row r of one KV head is query i = r / group, head static_cast<int64_t>(kv_head) * group + r %
-  // group.
-  auto q_of = [&](int32_t kv_head, int32_t r) {
-    return a.q + (static_cast<int64_t>(r / group) * a.n_heads +
-                  static_cast<int64_t>(kv_head) * group + r % group) *
-                     d;
+  std::vector<float> m(block_rows), l(block_rows);
+  std::vector<float> o(static_cast<size_t>(block_rows) * d);
+  // Row r of one KV head is query r / group, head kv_head · group + r % group.
+  auto row_of = [&](int32_t kv_head, int32_t r) {
+    return static_cast<int64_t>(r / group) * a.n_heads + static_cast<int64_t>(kv_head) * group +
+           r % group;
   };
-  // One KV head at a time, each key and value row converted to f32 once for all its rows.
+  // One KV head and block of rows at a time; each key and value row converted to f32 once for
+  // the whole block.
   for (int32_t kv_head = 0; kv_head < a.n_kv_heads; ++kv_head) {
-    for (int32_t j = 0; j < a.n_kv; ++j) {
-      const int64_t base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
-      ConvertRow(a.k, a.kv_dtype, base, d, kv_row.data());
-      for (int32_t r = 0; r < rows; ++r) {
-        float& score = scores[static_cast<size_t>(r) * a.n_kv + j];
-        if (a.q_positions != nullptr && a.kv_positions[j] > a.q_positions[r / group]) {
-          score = kNegInf;  // masked
-          continue;
-        }
-        score = Dot(q_of(kv_head, r), kv_row.data(), d) * a.scale;
-      }
-    }
-    // Softmax numerators in place: p = exp(s − m), l = Σ p (masked keys give 0).
-    for (int32_t r = 0; r < rows; ++r) {
-      float* s = &scores[static_cast<size_t>(r) * a.n_kv];
-      m[r] = kNegInf;
-      for (int32_t j = 0; j < a.n_kv; ++j) m[r] = std::max(m[r], s[j]);
-      l[r] = 0;
+    for (int32_t first = 0; first < rows; first += block_rows) {
+      const int32_t n_rows = std::min(block_rows, rows - first);
       for (int32_t j = 0; j < a.n_kv; ++j) {
-        s[j] = m[r] == kNegInf ? 0.0f : std::exp(s[j] - m[r]);
-        l[r] += s[j];
+        const int64_t base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
+        ConvertRow(a.k, a.kv_dtype, base, d, kv_row.data());
+        for (int32_t r = 0; r < n_rows; ++r) {
+          float& score = scores[static_cast<size_t>(r) * a.n_kv + j];
+          const int32_t query = (first + r) / group;
+          if (a.q_positions != nullptr && a.kv_positions[j] > a.q_positions[query]) {
+            score = kNegInf;  // masked
+            continue;
+          }
+          score = Dot(a.q + row_of(kv_head, first + r) * d, kv_row.data(), d) * a.scale;
+        }
       }
-    }
-    std::fill(o.begin(), o.end(), 0.0f);
-    for (int32_t j = 0; j < a.n_kv; ++j) {
-      const int64_t base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
-      ConvertRow(a.v, a.kv_dtype, base, d, kv_row.data());
-      for (int32_t r = 0; r < rows; ++r) {
-        const float p = scores[static_cast<size_t>(r) * a.n_kv + j];
-        if (p == 0) continue;
-        float* out = &o[static_cast<size_t>(r) * d];
-        for (int32_t c = 0; c < d; ++c) out[c] += p * kv_row[c];
+      // Softmax numerators in place: p = exp(s − m), l = Σ p (masked keys give 0).
+      for (int32_t r = 0; r < n_rows; ++r) {
+        float* s = &scores[static_cast<size_t>(r) * a.n_kv];
+        m[r] = kNegInf;
+        for (int32_t j = 0; j < a.n_kv; ++j) m[r] = std::max(m[r], s[j]);
+        l[r] = 0;
+        for (int32_t j = 0; j < a.n_kv; ++j) {
+          s[j] = m[r] == kNegInf ? 0.0f : std::exp(s[j] - m[r]);
+          l[r] += s[j];
+        }
       }
-    }
-    for (int32_t r = 0; r < rows; ++r) {
-      const int64_t row = static_cast<int64_t>(r / group) * a.n_heads +
-                          static_cast<int64_t>(kv_head) * group + r % group;
-      const float inverse_l = l[r] > 0 ? 1.0f / l[r] : 0.0f;
-      for (int32_t c = 0; c < d; ++c)
-        a.o[row * d + c] = o[static_cast<size_t>(r) * d + c] * inverse_l;
-      a.m[row] = l[r] > 0 ? m[r] : kNegInf;
-      a.l[row] = l[r];
+      std::fill(o.begin(), o.end(), 0.0f);
+      for (int32_t j = 0; j < a.n_kv; ++j) {
+        const int64_t base = (static_cast<int64_t>(j) * a.n_kv_heads + kv_head) * d;
+        ConvertRow(a.v, a.kv_dtype, base, d, kv_row.data());
+        for (int32_t r = 0; r < n_rows; ++r) {
+          const float p = scores[static_cast<size_t>(r) * a.n_kv + j];
+          if (p == 0) continue;
+          float* out = &o[static_cast<size_t>(r) * d];
+          for (int32_t c = 0; c < d; ++c) out[c] += p * kv_row[c];
+        }
+      }
+      for (int32_t r = 0; r < n_rows; ++r) {
+        const int64_t row = row_of(kv_head, first + r);
+        const float inverse_l = l[r] > 0 ? 1.0f / l[r] : 0.0f;
+        for (int32_t c = 0; c < d; ++c) {
+          a.o[row * d + c] = o[static_cast<size_t>(r) * d + c] * inverse_l;
+        }
+        a.m[row] = l[r] > 0 ? m[r] : kNegInf;
+        a.l[row] = l[r];
+      }
     }
   }
   return absl::OkStatus();

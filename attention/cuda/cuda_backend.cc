@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdint>
 #include <utility>
 
 #include "attention/cuda/gather_rows.cuh"
@@ -73,6 +74,11 @@ class CudaBackend final : public AttentionBackend {
     if (!cuda::IsSupportedHeadDim(args.head_dim)) {
       return absl::InvalidArgumentError(StrCat("cuda partial attention: head_dim ", args.head_dim,
                                                " is not one of 64, 80, 96, 128, 256"));
+    }
+    if (reinterpret_cast<uintptr_t>(args.k) % 16 != 0 ||
+        reinterpret_cast<uintptr_t>(args.v) % 16 != 0) {
+      return absl::InvalidArgumentError(
+          "cuda partial attention: k and v must be 16-byte aligned (the kernels copy 16 bytes)");
     }
     const cuda::PartialAttentionPlan plan = cuda::PlanPartialAttention(args, n_sms_);
     SILO_ASSIGN_OR_RETURN(float* scratch, Scratch(plan.scratch_floats));

@@ -1,5 +1,5 @@
-// Device helpers shared by the attention kernels: loads of 16 bytes of keys or values as floats,
-// and warp reductions. C++17 (nvcc).
+// Device helpers shared by the attention kernels: conversion of 16 bytes of keys or values to
+// floats, and warp reductions. C++17 (nvcc).
 #ifndef SILO_ATTENTION_CUDA_CUDA_COMMON_CUH_
 #define SILO_ATTENTION_CUDA_CUDA_COMMON_CUH_
 
@@ -49,12 +49,6 @@ __device__ __forceinline__ void ConvertVec<__nv_bfloat16>(const uint4& raw, floa
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
-}
-
-// Loads 16 bytes of global memory at `p` (16-byte aligned) as floats, through the read-only path.
-template <typename T>
-__device__ __forceinline__ void LoadVec(const T* p, float* out) {
-  ConvertVec<T>(__ldg(reinterpret_cast<const uint4*>(p)), out);
 }
 
 __device__ __forceinline__ float WarpMax(float x) {

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include <cuda_pipeline.h>
@@ -422,11 +423,18 @@ template <typename T, int HEAD_DIM, int ROWS>
 cudaError_t LaunchSplit(const SplitParams& params, int n_splits, int n_kv_heads,
                         cudaStream_t stream) {
   using L = RowLayout<T, HEAD_DIM, ROWS>;
-  // Opt in to more than 48 KiB of dynamic shared memory, once per kernel (thread-safe static).
-  static const cudaError_t configured = cudaFuncSetAttribute(
-      SplitKvKernel<T, HEAD_DIM, ROWS>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-      static_cast<int>(L::kSharedBytes));
-  if (configured != cudaSuccess) return configured;
+  // Opt in to more than 48 KiB of dynamic shared memory, once per kernel and device.
+  constexpr int kMaxDevices = 64;
+  static std::atomic<bool> configured[kMaxDevices];
+  int device = 0;
+  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
+  if (device >= kMaxDevices || !configured[device].load(std::memory_order_acquire)) {
+    const cudaError_t error = cudaFuncSetAttribute(SplitKvKernel<T, HEAD_DIM, ROWS>,
+                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                   static_cast<int>(L::kSharedBytes));
+    if (error != cudaSuccess) return error;
+    if (device < kMaxDevices) configured[device].store(true, std::memory_order_release);
+  }
   SplitKvKernel<T, HEAD_DIM, ROWS>
       <<<dim3(n_kv_heads, n_splits), kThreads, L::kSharedBytes, stream>>>(params);
   return cudaGetLastError();

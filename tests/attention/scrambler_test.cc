@@ -195,6 +195,21 @@ TEST(Scrambler, F16ErrorOfPhiIsBelowADenseRandomMatrix) {
   EXPECT_LT(phi_error, 3e-3);
 }
 
+TEST(BackendRowTransform, RejectsParametersThatDoNotMatchDim) {
+  auto cpu = CreateBackend(BackendKind::kCpu);
+  ASSERT_OK(cpu);
+  ASSERT_OK_AND_ASSIGN(const Scrambler phi, Scrambler::Create(64, MakeSeed(8), {}));
+  RowTransform bad = phi.forward();
+  bad.pre_gather[3] = 64;  // out of [0, dim)
+  EXPECT_THAT(BackendRowTransform::Upload(**cpu, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("dim 64")));
+  bad = phi.forward();
+  bad.post_scale.pop_back();
+  EXPECT_THAT(BackendRowTransform::Upload(**cpu, bad),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_OK(BackendRowTransform::Upload(**cpu, phi.forward()));
+}
+
 TEST(KeySchedule, PlansEachScope) {
   const std::vector<int32_t> chunks = {5, 0, 3};
   ASSERT_OK_AND_ASSIGN(auto session, PlanKeyBlocks(chunks, KeyScope::kSession, 0));
@@ -208,6 +223,11 @@ TEST(KeySchedule, PlansEachScope) {
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(PlanKeyBlocks(std::vector<int32_t>{-1}, KeyScope::kChunk, 0),
               StatusIs(absl::StatusCode::kInvalidArgument));
+  // Block steps that would overflow int32 if added to the row.
+  ASSERT_OK_AND_ASSIGN(auto wide, PlanKeyBlocks(std::vector<int32_t>{2'000'000'000},
+                                                KeyScope::kBlock, 1'500'000'000));
+  EXPECT_THAT(
+      wide, ElementsAre(FieldsAre(0, 0, 1'500'000'000), FieldsAre(1, 1'500'000'000, 500'000'000)));
 }
 
 }  // namespace
