@@ -83,7 +83,7 @@ function(silo_cc_test)
     string(REPLACE ";" "\\;" labels "${ARG_LABELS}")
     list(APPEND properties LABELS "${labels}")
   endif()
-  gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST PROPERTIES ${properties})
+  gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST NO_PRETTY_VALUES PROPERTIES ${properties})
 endfunction()
 
 function(silo_cc_benchmark)
