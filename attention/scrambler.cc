@@ -108,7 +108,6 @@ absl::StatusOr<Scrambler> Scrambler::Create(int32_t head_dim, const Seed& seed,
   const std::vector<float> s2 = RandomScales(scale_generator, dim, options.max_scale);
 
   Scrambler scrambler;
-  scrambler.head_dim_ = head_dim;
   RowTransform& forward = scrambler.forward_;
   forward.dim = dim;
   forward.in_dim = head_dim;

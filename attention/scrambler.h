@@ -55,7 +55,6 @@ class Scrambler {
   static absl::StatusOr<Scrambler> Create(int32_t head_dim, const Seed& seed,
                                           const ScramblerOptions& options);
 
-  int32_t head_dim() const { return head_dim_; }
   int32_t dim() const { return forward_.dim; }  // padded width of scrambled rows
 
   const RowTransform& forward() const { return forward_; }                      // x → pad(x)·Φ
@@ -65,7 +64,6 @@ class Scrambler {
  private:
   Scrambler() = default;
 
-  int32_t head_dim_ = 0;
   RowTransform forward_;
   RowTransform inverse_transpose_;
   RowTransform inverse_;
@@ -88,8 +86,6 @@ class BackendRowTransform {
   absl::Status Run(AttentionBackend& backend, const float* in, float* out, int64_t n_rows,
                    int64_t in_stride = 0, int64_t out_stride = 0) const;
 
-  int32_t in_dim() const { return args_.in_dim; }
-  int32_t out_dim() const { return args_.out_dim; }
 
  private:
   BackendRowTransform() = default;

@@ -1,13 +1,9 @@
 # Finds the third-party packages. Debian 12 provides all of them (scripts/install-deps); with
-# SILO_BUILD_SERVICES=OFF only Abseil, GoogleTest and (optionally) Google Benchmark are needed,
+# SILO_BUILD_SERVICES=OFF only Abseil and GoogleTest are needed,
 # which scripts/device-deps brings to a machine without Debian's development packages.
 find_package(Threads REQUIRED)
 find_package(absl CONFIG REQUIRED)
 find_package(GTest CONFIG REQUIRED)
-find_package(benchmark CONFIG QUIET)
-if(NOT benchmark_FOUND)
-  message(STATUS "silo: Google Benchmark not found; benchmark programs are not built")
-endif()
 
 if(SILO_BUILD_SERVICES)
   find_package(Protobuf REQUIRED)

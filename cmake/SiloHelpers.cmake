@@ -5,7 +5,6 @@
 #     DEPS are private; PUBLIC_DEPS only for what the public headers include.
 #   silo_cc_binary(NAME n SRCS ... [DEPS ...])            -> build/bin/n
 #   silo_cc_test(NAME n SRCS ... [DEPS ...] [LABELS ...])  -> build/bin/n, one ctest per test case
-#   silo_cc_benchmark(NAME n SRCS ... [DEPS ...])         -> build/bin/n (needs Google Benchmark)
 include(GoogleTest)
 
 set(CMAKE_CXX_STANDARD 20)
@@ -84,12 +83,4 @@ function(silo_cc_test)
     list(APPEND properties LABELS "${labels}")
   endif()
   gtest_discover_tests(${ARG_NAME} DISCOVERY_MODE PRE_TEST NO_PRETTY_VALUES PROPERTIES ${properties})
-endfunction()
-
-function(silo_cc_benchmark)
-  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS" ${ARGN})
-  if(NOT benchmark_FOUND)
-    return()
-  endif()
-  silo_cc_binary(NAME ${ARG_NAME} SRCS ${ARG_SRCS} DEPS ${ARG_DEPS} benchmark::benchmark)
 endfunction()
