@@ -86,7 +86,6 @@ class BackendRowTransform {
   absl::Status Run(AttentionBackend& backend, const float* in, float* out, int64_t n_rows,
                    int64_t in_stride = 0, int64_t out_stride = 0) const;
 
-
  private:
   BackendRowTransform() = default;
 

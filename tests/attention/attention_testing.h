@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "attention/backend.h"
+#include "attention/scrambler.h"
 #include "common/half.h"
 #include "gtest/gtest.h"
 
@@ -69,6 +70,23 @@ inline std::vector<float> Download(AttentionBackend& backend, const BackendBuffe
   const absl::Status copied = backend.CopyOut(values.data(), buffer.data(), n * sizeof(float));
   EXPECT_TRUE(copied.ok()) << copied;
   return values;
+}
+
+// Runs `transform` on `backend` over the rows of `in` ([n_rows, in_dim]); returns
+// [n_rows, out_dim].
+inline std::vector<float> TransformOn(AttentionBackend& backend, const RowTransform& transform,
+                                      const std::vector<float>& in) {
+  absl::StatusOr<BackendRowTransform> uploaded = BackendRowTransform::Upload(backend, transform);
+  EXPECT_TRUE(uploaded.ok()) << uploaded.status();
+  if (!uploaded.ok()) return {};
+  const int64_t n_rows = static_cast<int64_t>(in.size()) / transform.in_dim;
+  const size_t n_out = static_cast<size_t>(n_rows) * transform.out_dim;
+  BackendBuffer in_buffer = Upload(backend, in);
+  BackendBuffer out_buffer = AllocateFloats(backend, n_out);
+  const absl::Status status =
+      uploaded->Run(backend, in_buffer.as<float>(), out_buffer.as<float>(), n_rows);
+  EXPECT_TRUE(status.ok()) << status;
+  return Download(backend, out_buffer, n_out);
 }
 
 // Plain attention in f64 with the partial's conventions (attention_args.h).

@@ -27,6 +27,7 @@ using ::silo::attention::testing::RandomFloats;
 using ::silo::attention::testing::ReferenceAttention;
 using ::silo::attention::testing::ReferencePartial;
 using ::silo::attention::testing::RelativeError;
+using ::silo::attention::testing::TransformOn;
 using ::silo::attention::testing::Upload;
 using ::silo::testing::StatusIs;
 
@@ -296,18 +297,9 @@ TEST_P(BackendTest, TransformRowsMatchesTheCpuReference) {
            {&scrambler.forward(), &scrambler.inverse_transpose(), &scrambler.inverse()}) {
         constexpr int kRows = 300;
         const std::vector<float> in = RandomFloats(rng, kRows * transform->in_dim);
-        std::vector<float> results[2];
-        AttentionBackend* backends[2] = {cpu->get(), backend_.get()};
-        for (int b = 0; b < 2; ++b) {
-          ASSERT_OK_AND_ASSIGN(const BackendRowTransform uploaded,
-                               BackendRowTransform::Upload(*backends[b], *transform));
-          BackendBuffer in_buffer = Upload(*backends[b], in);
-          BackendBuffer out_buffer = AllocateFloats(*backends[b], kRows * transform->out_dim);
-          ASSERT_OK(
-              uploaded.Run(*backends[b], in_buffer.as<float>(), out_buffer.as<float>(), kRows));
-          results[b] = Download(*backends[b], out_buffer, kRows * transform->out_dim);
-        }
-        EXPECT_LE(RelativeError(results[1], results[0]), 1e-6)
+        EXPECT_LE(RelativeError(TransformOn(*backend_, *transform, in),
+                                TransformOn(**cpu, *transform, in)),
+                  1e-6)
             << "mixer " << static_cast<int>(mixer) << " head_dim " << head_dim;
       }
     }

@@ -29,6 +29,7 @@ using ::silo::attention::testing::RandomFloats;
 using ::silo::attention::testing::ReferenceAttention;
 using ::silo::attention::testing::ReferencePartial;
 using ::silo::attention::testing::RelativeError;
+using ::silo::attention::testing::TransformOn;
 using ::silo::attention::testing::Upload;
 
 struct ProtocolCase {
@@ -193,12 +194,8 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
         const KvData v_wire = EncodeKv(v_scrambled, s.wire_dtype);
 
         // Querier: q′ = q·Φ^{-T}.
-        ASSERT_OK_AND_ASSIGN(const BackendRowTransform q_transform,
-                             BackendRowTransform::Upload(backend, phi.inverse_transpose()));
-        BackendBuffer q_in = Upload(backend, q_group);
-        BackendBuffer q_out = AllocateFloats(backend, part_rows * dim);
-        ASSERT_OK(q_transform.Run(backend, q_in.as<float>(), q_out.as<float>(), part_rows));
-        const std::vector<float> q_scrambled = Download(backend, q_out, part_rows * dim);
+        const std::vector<float> q_scrambled =
+            TransformOn(backend, phi.inverse_transpose(), q_group);
 
         // Compute node: a partial over scrambled tensors only.
         std::vector<float> o_scrambled, m, l;
@@ -206,12 +203,7 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
                         &m, &l);
 
         // Querier: o = o′·Ψ⁻¹.
-        ASSERT_OK_AND_ASSIGN(const BackendRowTransform o_transform,
-                             BackendRowTransform::Upload(backend, psi.inverse()));
-        BackendBuffer o_in = Upload(backend, o_scrambled);
-        BackendBuffer o_out = AllocateFloats(backend, part_rows * d);
-        ASSERT_OK(o_transform.Run(backend, o_in.as<float>(), o_out.as<float>(), part_rows));
-        const std::vector<float> o = Download(backend, o_out, part_rows * d);
+        const std::vector<float> o = TransformOn(backend, psi.inverse(), o_scrambled);
         parts_o.insert(parts_o.end(), o.begin(), o.end());
         parts_m.insert(parts_m.end(), m.begin(), m.end());
         parts_l.insert(parts_l.end(), l.begin(), l.end());

@@ -30,12 +30,7 @@ Seed MakeSeed(uint8_t first) {
 std::vector<float> Apply(const RowTransform& transform, const std::vector<float>& in) {
   auto cpu = CreateBackend(BackendKind::kCpu);
   EXPECT_TRUE(cpu.ok());
-  auto uploaded = BackendRowTransform::Upload(**cpu, transform);
-  EXPECT_TRUE(uploaded.ok());
-  const int64_t n_rows = static_cast<int64_t>(in.size()) / transform.in_dim;
-  std::vector<float> out(n_rows * transform.out_dim);
-  EXPECT_OK(uploaded->Run(**cpu, in.data(), out.data(), n_rows));
-  return out;
+  return silo::attention::testing::TransformOn(**cpu, transform, in);
 }
 
 double Dot(const float* a, const float* b, int n) {
