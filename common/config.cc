@@ -169,6 +169,14 @@ absl::Status WrongType(const ConfigNode::Impl& impl, std::string_view key, const
                                            ", got ", Describe(value)));
 }
 
+template <typename T>
+absl::StatusOr<T> ConvertValue(const ConfigNode::Impl& impl, std::string_view key,
+                               const YAML::Node& value) {
+  T out{};
+  if (!Convert(value, &out)) return WrongType(impl, key, value, ExpectedName<T>());
+  return out;
+}
+
 absl::Status CheckTopLevel(const std::string& source, const YAML::Node& root) {
   if (root.IsMap()) return absl::OkStatus();
   return absl::InvalidArgumentError(
@@ -220,9 +228,7 @@ absl::StatusOr<T> ConfigNode::Get(std::string_view key) const {
   SILO_ASSIGN_OR_RETURN(const std::optional<YAML::Node> value, FindKey(*impl_, key));
   impl_->used_keys.emplace(key);
   if (!value.has_value()) return MissingKey(*impl_, key, ExpectedName<T>());
-  T out{};
-  if (!Convert(*value, &out)) return WrongType(*impl_, key, *value, ExpectedName<T>());
-  return out;
+  return ConvertValue<T>(*impl_, key, *value);
 }
 
 template <typename T>
@@ -230,7 +236,7 @@ absl::StatusOr<T> ConfigNode::GetOr(std::string_view key, T default_value) const
   SILO_ASSIGN_OR_RETURN(const std::optional<YAML::Node> value, FindKey(*impl_, key));
   impl_->used_keys.emplace(key);
   if (!value.has_value() || value->IsNull()) return default_value;
-  return Get<T>(key);
+  return ConvertValue<T>(*impl_, key, *value);
 }
 
 #define SILO_CONFIG_INSTANTIATE(T)                                           \
