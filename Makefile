@@ -26,10 +26,17 @@ test: deps models
 	$(MAKE) build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
-# Grows with each issue; until the services land it shows what the engine reads of the model.
+# Grows with each issue; until the services land it asks the default model two questions on this
+# machine, with no retrieval.
+DEMO_QUESTIONS := "What is the capital of France?" "Name three uses of the Python language."
 demo: deps models
 	$(MAKE) build
-	$(BUILD_DIR)/bin/silo-gguf-info $(DEFAULT_MODEL)
+	@for question in $(DEMO_QUESTIONS); do \
+	  echo "> $$question"; \
+	  $(BUILD_DIR)/bin/silo-node generate --model $(DEFAULT_MODEL) --prompt "$$question" \
+	    --max-tokens 96 || exit 1; \
+	  echo; \
+	done
 
 SOURCES = git ls-files -- '*.h' '*.cc' '*.cu' '*.cuh'
 format:
