@@ -102,20 +102,25 @@ absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Open(const std::string& path) {
-  std::unique_ptr<Model> model(new Model());
-  std::error_code error;
   const std::filesystem::path fs_path(path);
   if (fs_path.extension() == ".gguf") {
     SILO_ASSIGN_OR_RETURN(GgufFile file, GgufFile::Open(path));
-    model->gguf_.emplace(std::move(file));
-    SILO_RETURN_IF_ERROR(model->LoadGguf());
-  } else {
-    model->hf_dir_ = std::filesystem::is_directory(fs_path, error) ? fs_path.string()
-                                                                   : fs_path.parent_path().string();
-    SILO_ASSIGN_OR_RETURN(SafetensorsModel weights, SafetensorsModel::Open(path));
-    model->safetensors_.emplace(std::move(weights));
-    SILO_RETURN_IF_ERROR(model->LoadSafetensors());
+    return FromGguf(std::move(file));
   }
+  std::unique_ptr<Model> model(new Model());
+  std::error_code error;
+  model->hf_dir_ = std::filesystem::is_directory(fs_path, error) ? fs_path.string()
+                                                                 : fs_path.parent_path().string();
+  SILO_ASSIGN_OR_RETURN(SafetensorsModel weights, SafetensorsModel::Open(path));
+  model->safetensors_.emplace(std::move(weights));
+  SILO_RETURN_IF_ERROR(model->LoadSafetensors());
+  return model;
+}
+
+absl::StatusOr<std::unique_ptr<Model>> Model::FromGguf(GgufFile file) {
+  std::unique_ptr<Model> model(new Model());
+  model->gguf_.emplace(std::move(file));
+  SILO_RETURN_IF_ERROR(model->LoadGguf());
   return model;
 }
 

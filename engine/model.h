@@ -39,6 +39,8 @@ class Model {
   // `path`: a .gguf file; a folder holding config.json and model.safetensors (or its index); or
   // a .safetensors / .safetensors.index.json file with config.json beside it.
   static absl::StatusOr<std::unique_ptr<Model>> Open(const std::string& path);
+  // The model of a GGUF file already opened or parsed (its bytes must outlive the model).
+  static absl::StatusOr<std::unique_ptr<Model>> FromGguf(GgufFile file);
 
   const ModelConfig& config() const { return config_; }
   const WeightMatrix& token_embedding() const { return token_embedding_; }  // [vocab_size, dim]

@@ -923,7 +923,8 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n_tokens, float* y, T
     case GgmlType::kQ6_K:
       return QuantizedMatMul256<Q6_KType>(w, x, n_tokens, y, pool);
     default:
-      SILO_CHECK(false) << "matmul: unsupported weight type " << static_cast<uint32_t>(w.type);
+      SILO_CHECK(CanMatMul(w.type))
+          << "matmul: unsupported weight type " << static_cast<uint32_t>(w.type);
   }
 }
 
