@@ -284,6 +284,17 @@ absl::StatusOr<ConfigNode> ConfigNode::Child(std::string_view key) const {
   return ConfigNode(child);
 }
 
+absl::StatusOr<ConfigNode> ConfigNode::ChildOrEmpty(std::string_view key) const {
+  SILO_ASSIGN_OR_RETURN(const std::optional<YAML::Node> value, FindKey(*impl_, key));
+  if (value.has_value() && !value->IsNull()) return Child(key);
+  impl_->used_keys.emplace(key);
+  auto empty = std::make_shared<Impl>();
+  empty->source = impl_->source;
+  empty->map = YAML::Node(YAML::NodeType::Map);
+  empty->path = JoinPath(impl_->path, key);
+  return ConfigNode(empty);
+}
+
 absl::StatusOr<std::vector<ConfigNode>> ConfigNode::ChildList(std::string_view key) const {
   SILO_ASSIGN_OR_RETURN(const std::optional<YAML::Node> value, FindKey(*impl_, key));
   impl_->used_keys.emplace(key);

@@ -55,6 +55,9 @@ class ConfigNode {
                                       std::initializer_list<std::string_view> allowed) const;
   // A required nested mapping; InvalidArgument when missing or not a mapping.
   absl::StatusOr<ConfigNode> Child(std::string_view key) const;
+  // An optional nested mapping: an empty one (whose GetOr give their defaults) when the key is
+  // absent or null; InvalidArgument when it is present and not a mapping.
+  absl::StatusOr<ConfigNode> ChildOrEmpty(std::string_view key) const;
   // A required sequence of mappings; InvalidArgument when missing or of another shape.
   absl::StatusOr<std::vector<ConfigNode>> ChildList(std::string_view key) const;
 

@@ -120,6 +120,19 @@ TEST(Config, UnknownKeysAreErrorsAtAnyDepth) {
               StatusIs(absl::StatusCode::kInvalidArgument, "n.yaml:4:3: unknown key 'tls.kee'"));
 }
 
+TEST(Config, OptionalChildIsEmptyWhenAbsentOrNull) {
+  ASSERT_OK_AND_ASSIGN(const ConfigNode root,
+                       ConfigNode::Parse("a:\n  x: 3\nb: ~\nc: 5\n", "o.yaml"));
+  ASSERT_OK_AND_ASSIGN(const ConfigNode a, root.ChildOrEmpty("a"));
+  EXPECT_EQ(a.GetOr<int32_t>("x", 1).value_or(0), 3);
+  ASSERT_OK_AND_ASSIGN(const ConfigNode b, root.ChildOrEmpty("b"));
+  EXPECT_EQ(b.GetOr<int32_t>("x", 1).value_or(0), 1);
+  ASSERT_OK_AND_ASSIGN(const ConfigNode missing, root.ChildOrEmpty("missing"));
+  EXPECT_EQ(missing.GetOr<int32_t>("x", 2).value_or(0), 2);
+  EXPECT_THAT(root.ChildOrEmpty("c").status(), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_OK(root.CheckAllKeysUsed());
+}
+
 TEST(Config, RejectsDuplicateKeysSyntaxErrorsAndNonMappings) {
   ASSERT_OK_AND_ASSIGN(const ConfigNode root, ConfigNode::Parse("a: 1\na: 2\n", "d.yaml"));
   EXPECT_THAT(root.Get<int32_t>("a"),
