@@ -4,7 +4,6 @@ JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 # `make lint` checks the C++ files changed since LINT_BASE (default: uncommitted changes).
 LINT_BASE ?= HEAD
-DEFAULT_MODEL := models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
 
 .PHONY: all deps models configure build test demo format lint clean
 
@@ -26,17 +25,10 @@ test: deps models
 	$(MAKE) build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j$(JOBS)
 
-# Grows with each issue; until the services land it asks the default model two questions on this
-# machine, with no retrieval.
-DEMO_QUESTIONS := "What is the capital of France?" "Name three uses of the Python language."
+# Grows with each issue (scripts/demo says what it shows today).
 demo: deps models
 	$(MAKE) build
-	@for question in $(DEMO_QUESTIONS); do \
-	  echo "> $$question"; \
-	  $(BUILD_DIR)/bin/silo-node generate --model $(DEFAULT_MODEL) --prompt "$$question" \
-	    --max-tokens 96 || exit 1; \
-	  echo; \
-	done
+	BUILD_DIR=$(BUILD_DIR) scripts/demo
 
 SOURCES = git ls-files -- '*.h' '*.cc' '*.cu' '*.cuh'
 format:

@@ -13,9 +13,11 @@
 // applies the ranked merges (lowest rank first, leftmost on ties, as Hugging Face does). No BOS
 // is added: callers prepend bos_id() when add_bos() says so.
 //
-// Any bytes can be encoded, invalid UTF-8 included (byte-level BPE covers every byte). Decode
-// returns the exact bytes (Decode(Encode(s, false)) == s for every s); StreamingDecoder turns
-// ids into valid UTF-8 as they are generated.
+// Any bytes can be encoded, invalid UTF-8 included. Decode returns the exact bytes
+// (Decode(Encode(s, false)) == s) when the vocabulary has a token for each of the 256 byte
+// symbols; a vocabulary without some (SmolLM2 lacks 0x04, 0x06, 0x13, 0x14, 0x16 and 0x1d) loses
+// those bytes in Encode, as Hugging Face tokenizers do for a BPE model without an unknown token.
+// StreamingDecoder turns ids into valid UTF-8 as they are generated.
 //
 // Malformed metadata (unknown model or pre-tokenizer, wrong array types, empty or non-dense
 // vocabulary, merges naming unknown tokens, ids out of range) is InvalidArgument, never a crash.

@@ -1,12 +1,20 @@
 // silo-node: the node binary. Subcommands:
 //   generate  answer one prompt with a local model (no retrieval, no network)
+//   ingest    add files and folders to the node's knowledge base
+//   search    the best chunks of the node's knowledge base for a question
+#include <unistd.h>
+
+#include <cstdio>
 #include <iostream>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "node/generate_command.h"
+#include "node/knowledge_commands.h"
 
-int main(int argc, char** argv) {
+// CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
+// CLI11_PARSE.
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   CLI::App app{"silo-node: a silo institution, device or compute node"};
   app.require_subcommand(1);
 
@@ -40,14 +48,34 @@ int main(int argc, char** argv) {
   generate_command->add_option("--threads", generate.threads, "Worker threads; 0: every core")
       ->capture_default_str();
 
+  silo::node::IngestCommandOptions ingest;
+  CLI::App* ingest_command = app.add_subcommand(
+      "ingest", "Add files and folders (text, Markdown, reST, HTML) to the knowledge base");
+  ingest_command->add_option("--config", ingest.config_path, "The node's node.yaml")->required();
+  ingest_command->add_option("paths", ingest.paths, "Files and folders")->required();
+
+  silo::node::SearchCommandOptions search;
+  CLI::App* search_command =
+      app.add_subcommand("search", "Print the knowledge base's best chunks for a question");
+  search_command->add_option("--config", search.config_path, "The node's node.yaml")->required();
+  search_command->add_option("question", search.question, "The question")->required();
+  search_command->add_option("-k", search.k, "How many chunks")->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
 
+  absl::Status status;
   if (generate_command->parsed()) {
-    const absl::Status status = silo::node::RunGenerate(generate, std::cout);
-    if (!status.ok()) {
-      std::cerr << "silo-node generate: " << status.message() << "\n";
-      return 1;
-    }
+    status = silo::node::RunGenerate(generate, std::cout);
+  } else if (ingest_command->parsed()) {
+    ingest.progress_bar = isatty(fileno(stderr)) != 0;
+    status = silo::node::RunIngest(ingest, std::cout, std::cerr);
+  } else if (search_command->parsed()) {
+    status = silo::node::RunSearch(search, std::cout);
+  }
+  if (!status.ok()) {
+    std::cerr << "silo-node " << app.get_subcommands().front()->get_name() << ": "
+              << status.message() << "\n";
+    return 1;
   }
   return 0;
 }

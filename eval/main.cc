@@ -1,0 +1,71 @@
+// silo-eval: the evaluation harness. Subcommands:
+//   retrieval  recall@k of the Python FAQ's answers over the Python documentation
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "eval/retrieval_eval.h"
+
+// CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
+// CLI11_PARSE.
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
+  CLI::App app{"silo-eval: utility, speed and privacy measurements of silo"};
+  app.require_subcommand(1);
+
+  const std::string sources = "/usr/share/doc/python3.11/html/_sources";
+  silo::eval::RetrievalEvalOptions retrieval;
+  retrieval.docs = {sources};
+  retrieval.faq_dir = sources + "/faq";
+  silo::retrieval::KnowledgeBaseOptions& kb = retrieval.knowledge_base;
+  kb.data_dir = "build/eval/python-docs";
+  kb.decoder_model = "models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf";
+  kb.embedder_model = "models/all-minilm-l6-v2";
+  kb.kv_shards = silo::retrieval::KvShardMode::kOff;
+  std::string index_kind = "flat";
+  std::string json_path;
+  bool per_question = false;
+  CLI::App* retrieval_command = app.add_subcommand(
+      "retrieval", "Ingest the Python documentation and print recall@1/5/10 of the FAQ answers");
+  retrieval_command->add_option("--docs", retrieval.docs, "Files and folders to ingest")
+      ->capture_default_str();
+  retrieval_command->add_option("--faq", retrieval.faq_dir, "Folder of the FAQ's *.rst.txt")
+      ->capture_default_str();
+  retrieval_command
+      ->add_option("--data-dir", kb.data_dir, "Knowledge base folder, kept between runs")
+      ->capture_default_str();
+  retrieval_command->add_option("--decoder", kb.decoder_model, "Decoder (chunks' tokens)")
+      ->capture_default_str();
+  retrieval_command->add_option("--embedder", kb.embedder_model, "Sentence embedder folder")
+      ->capture_default_str();
+  retrieval_command->add_option("--index", index_kind, "flat, ivf or hnsw")->capture_default_str();
+  retrieval_command->add_option("--chunk-tokens", kb.chunking.max_tokens)->capture_default_str();
+  retrieval_command->add_option("--chunk-overlap", kb.chunking.overlap_tokens)
+      ->capture_default_str();
+  retrieval_command->add_option("--threads", kb.threads, "0: every core")->capture_default_str();
+  retrieval_command->add_option("--json", json_path, "Also write the result as JSON here");
+  retrieval_command->add_flag("--per-question", per_question, "Print every question's rank");
+
+  CLI11_PARSE(app, argc, argv);
+
+  if (retrieval_command->parsed()) {
+    absl::StatusOr<silo::retrieval::IndexKind> kind = silo::retrieval::ParseIndexKind(index_kind);
+    if (!kind.ok()) {
+      std::cerr << "silo-eval retrieval: " << kind.status().message() << "\n";
+      return 2;
+    }
+    kb.index.kind = *kind;
+    absl::StatusOr<silo::eval::RetrievalEvalResult> result =
+        silo::eval::RunRetrievalEval(retrieval, std::cerr);
+    if (!result.ok()) {
+      std::cerr << "silo-eval retrieval: " << result.status().message() << "\n";
+      return 1;
+    }
+    silo::eval::PrintRetrievalEval(*result, per_question, std::cout);
+    if (!json_path.empty()) {
+      std::ofstream(json_path) << silo::eval::RetrievalEvalJson(*result);
+    }
+  }
+  return 0;
+}
