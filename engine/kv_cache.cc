@@ -202,8 +202,9 @@ absl::Status KvCache::AppendShard(SequenceId sequence, const KvShard& shard,
     for (int32_t t = 0; t < shard.n_tokens; ++t) {
       for (int32_t h = 0; h < n_kv_heads_; ++h) {
         const int64_t from = shard.Offset(layer, h, t);
-        float* k_row = &k[(t * n_kv_heads_ + h) * head_dim_];
-        float* v_row = &v[(t * n_kv_heads_ + h) * head_dim_];
+        const int64_t row = static_cast<int64_t>(t) * n_kv_heads_ + h;
+        float* k_row = &k[row * head_dim_];
+        float* v_row = &v[row * head_dim_];
         for (int32_t c = 0; c < head_dim_; ++c) {
           k_row[c] = HalfToFloat(shard.k[from + c]);
           v_row[c] = HalfToFloat(shard.v[from + c]);

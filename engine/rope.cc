@@ -29,7 +29,7 @@ void Rope::Rotate(const int32_t* positions, int64_t n_rows, int32_t n_heads, flo
     for (int32_t h = 0; h < n_heads; ++h) {
       float* v = heads + static_cast<int64_t>(h) * head_dim_;
       // The pair (a, b) of frequency i: adjacent elements, or i and i + half.
-      const int32_t stride = style_ == RopeStyle::kAdjacentPairs ? 2 : 1;
+      const int64_t stride = style_ == RopeStyle::kAdjacentPairs ? 2 : 1;
       const int32_t partner = style_ == RopeStyle::kAdjacentPairs ? 1 : half;
       for (int32_t i = 0; i < half; ++i) {
         float& a = v[i * stride];

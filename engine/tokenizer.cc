@@ -609,7 +609,7 @@ absl::StatusOr<std::string_view> Tokenizer::TokenBytes(int32_t id) const {
     return absl::InvalidArgumentError(
         StrCat("token id ", id, " is outside the vocabulary of ", vocab_size(), " tokens"));
   }
-  return std::string_view(bytes_[id]);
+  return static_cast<std::string_view>(bytes_[id]);
 }
 
 absl::StatusOr<std::string> Tokenizer::Decode(std::span<const int32_t> ids) const {

@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
   }
   auto model = silo::engine::Model::Open(flags.model);
   if (!model.ok()) {
-    std::fprintf(stderr, "silo-engine-bench: %s\n", std::string(model.status().message()).c_str());
+    std::fprintf(stderr, "silo-engine-bench: %s\n",
+                 static_cast<std::string>(model.status().message()).c_str());
     return 1;
   }
   const silo::engine::ModelConfig& config = (*model)->config();
@@ -130,7 +131,8 @@ int main(int argc, char** argv) {
     const double decode_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!status.ok()) {
-      std::fprintf(stderr, "silo-engine-bench: %s\n", std::string(status.message()).c_str());
+      std::fprintf(stderr, "silo-engine-bench: %s\n",
+                   static_cast<std::string>(status.message()).c_str());
       return 1;
     }
     prefill_rates.push_back(flags.n_prompt / prefill_seconds);

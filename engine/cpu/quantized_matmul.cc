@@ -84,7 +84,7 @@ float LoadHalf(const uint8_t* p) { return _cvtsh_ss(Load16(p)); }
 // Quantizes 32 floats with the multiplier `inverse`: 32 int8 to q; returns the four int32
 // vectors' sum as 8 lanes (elements 0-7, 8-15, 16-23, 24-31 in v[0..3] before the sum).
 void Quantize32(const float* x, __m256 inverse, int8_t* q, __m256i v[4]) {
-  for (int i = 0; i < 4; ++i) {
+  for (int64_t i = 0; i < 4; ++i) {
     v[i] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + 8 * i), inverse));
   }
   const __m256i packed =
@@ -120,7 +120,7 @@ void QuantizeRowQ8K(const float* x, int64_t cols, ActQ8K* out) {
   for (int64_t b = 0; b < cols / 256; ++b, x += 256) {
     const float d = MaxAbs(x, 256) / 127.0f;
     const __m256 inverse = _mm256_set1_ps(d != 0 ? 1.0f / d : 0.0f);
-    for (int c = 0; c < 8; ++c) {
+    for (int64_t c = 0; c < 8; ++c) {
       __m256i v[4];
       Quantize32(x + 32 * c, inverse, out[b].q + 32 * c, v);
       out[b].bsums[2 * c] = static_cast<int16_t>(HorizontalSum(_mm256_add_epi32(v[0], v[1])));
@@ -299,7 +299,7 @@ struct Q4_KDot {
       for (int j = 0; j < 8; ++j) ScaleMinK4(j, w + 4, &scales[j], &mins[j]);
       const uint8_t* q = w + 16;
       __m256i sum = _mm256_setzero_si256();
-      for (int pair = 0; pair < 4; ++pair) {
+      for (int64_t pair = 0; pair < 4; ++pair) {
         const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + 32 * pair));
         const __m256i low = _mm256_and_si256(bytes, low_mask);
         const __m256i high = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low_mask);
@@ -316,7 +316,7 @@ struct Q4_KDot {
         sum = _mm256_add_epi32(sum, _mm256_add_epi32(p_low, p_high));
       }
       int mins_dot = 0;
-      for (int j = 0; j < 8; ++j) mins_dot += mins[j] * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
+      for (int64_t j = 0; j < 8; ++j) mins_dot += mins[j] * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
       acc = _mm256_fmadd_ps(_mm256_set1_ps(LoadHalf(w) * x->d), _mm256_cvtepi32_ps(sum), acc);
       mins_total = std::fma(LoadHalf(w + 2) * x->d, static_cast<float>(mins_dot), mins_total);
     }
@@ -339,7 +339,7 @@ struct Q6_KDot {
       const __m256i scales16 =
           _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 192)));
       __m256i sum = _mm256_setzero_si256();
-      for (int half = 0; half < 2; ++half) {
+      for (int64_t half = 0; half < 2; ++half) {
         const __m256i l0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * half));
         const __m256i l1 =
             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ql + 64 * half + 32));
@@ -356,8 +356,9 @@ struct Q6_KDot {
             _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), low_mask),
                             _mm256_and_si256(_mm256_srli_epi16(h, 2), high_mask)),
         };
-        for (int g = 0; g < 4; ++g) {
-          const int k = 4 * half + g;  // scales 2k (elements 0-15 of the group) and 2k+1
+        for (int64_t g = 0; g < 4; ++g) {
+          // Scales 2k (elements 0-15 of the group) and 2k+1.
+          const int k = static_cast<int>(4 * half + g);
           const __m256i scale = _mm256_shuffle_epi8(
               _mm256_permutevar8x32_epi32(scales16, _mm256_set1_epi32(k)), spread);
           const __m256i xq =
@@ -511,7 +512,8 @@ struct Q4_KDot {
         for (int l = 0; l < 32; ++l)
           sub += ((q[32 * (j / 2) + l] >> shift) & 0x0f) * x->q[32 * j + l];
         dot += scale * sub;
-        mins_dot += min * (x->bsums[2 * j] + x->bsums[2 * j + 1]);
+        mins_dot += min * (x->bsums[2 * static_cast<int64_t>(j)] +
+                           x->bsums[2 * static_cast<int64_t>(j) + 1]);
       }
       sum += LoadHalf(w) * x->d * static_cast<float>(dot) -
              LoadHalf(w + 2) * x->d * static_cast<float>(mins_dot);
@@ -528,9 +530,9 @@ struct Q6_KDot {
       const int8_t* sc = reinterpret_cast<const int8_t*>(w + 192);
       int dot = 0;
       for (int half = 0; half < 2; ++half) {
-        const uint8_t* ql = w + 64 * half;
-        const uint8_t* qh = w + 128 + 32 * half;
-        const int8_t* xq = x->q + 128 * half;
+        const uint8_t* ql = w + 64 * static_cast<int64_t>(half);
+        const uint8_t* qh = w + 128 + 32 * static_cast<int64_t>(half);
+        const int8_t* xq = x->q + 128 * static_cast<int64_t>(half);
         for (int l = 0; l < 32; ++l) {
           const int s = 8 * half + l / 16;
           dot += sc[s] * (((ql[l] & 0x0f) | ((qh[l] & 3) << 4)) - 32) * xq[l];
@@ -623,7 +625,7 @@ struct Q8_0Expand {
   static constexpr int64_t kBlockBytes = kQ8_0Bytes;
   static void Expand(const uint8_t* block, __m256 out[4]) {
     const __m256 d = _mm256_set1_ps(LoadHalf(block));
-    for (int i = 0; i < 4; ++i) {
+    for (int64_t i = 0; i < 4; ++i) {
       const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i));
       out[i] = _mm256_mul_ps(I8ToFloat(q), d);
     }
@@ -635,7 +637,7 @@ void ExpandRow(const uint8_t* row, int64_t cols, float* out) {
   for (int64_t b = 0; b < cols / 32; ++b, row += E::kBlockBytes, out += 32) {
     __m256 w[4];
     E::Expand(row, w);
-    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(out + 8 * i, w[i]);
+    for (int64_t i = 0; i < 4; ++i) _mm256_storeu_ps(out + 8 * i, w[i]);
   }
 }
 

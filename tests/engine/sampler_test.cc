@@ -39,6 +39,7 @@ TEST(SamplerTest, SameSeedSameTokensOtherSeedOtherTokens) {
   auto draw = [](uint64_t seed) {
     Sampler sampler({.temperature = 1.0f, .seed = seed});
     std::vector<int32_t> ids;
+    ids.reserve(64);
     for (int i = 0; i < 64; ++i) ids.push_back(sampler.Sample(kLogits, {}).id);
     return ids;
   };

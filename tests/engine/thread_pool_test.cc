@@ -103,6 +103,7 @@ TEST(ThreadPool, SerializesCallersFromSeveralThreads) {
   ThreadPool pool(3);
   std::atomic<int64_t> total{0};
   std::vector<std::thread> callers;
+  callers.reserve(3);
   for (int c = 0; c < 3; ++c) {
     callers.emplace_back([&] {
       for (int call = 0; call < 2000; ++call) {
