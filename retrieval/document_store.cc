@@ -1,4 +1,4 @@
-// Record formats, schema version 1.
+// Record formats, schema version 2.
 //
 // Keys hold big-endian integers (so they sort numerically); payloads hold little-endian
 // integers, "bytes" is a u32 length followed by that many bytes, f32 is an IEEE-754 float's bits
@@ -10,8 +10,8 @@
 //                                                u64 first_vector_id, u64 store_version
 //   docs    'p' path_id[32]                      u64 doc_id
 //   chunks  'c' u64 doc_id u32 chunk_no          u64 vector_id, u64 begin_byte, u64 end_byte,
-//                                                u32 n_tokens, bytes title, bytes text,
-//                                                u32 dim, f32[dim] embedding
+//                                                u32 n_tokens, bytes source_path, bytes title,
+//                                                bytes text, u32 dim, f32[dim] embedding
 //   chunks  'v' u64 vector_id                    u64 doc_id, u32 chunk_no
 //   kv      u64 doc_id u32 chunk_no              bytes model_fingerprint, bytes shard
 //   meta    "config"                             u32 schema_version, bytes store_id,
@@ -63,7 +63,7 @@ enum Cf { kDocs = 0, kChunks = 1, kKv = 2, kMeta = 3, kNumCfs = 4 };
 constexpr std::array<const char*, kNumCfs> kCfNames = {"docs", "chunks", "kv", "meta"};
 
 constexpr uint8_t kEnvelopeVersion = 1;
-constexpr uint32_t kSchemaVersion = 1;
+constexpr uint32_t kSchemaVersion = 2;
 constexpr size_t kStoreIdSize = 16;
 constexpr size_t kPathIdSize = 32;
 constexpr char kAadLabel[] = "silo.store";
@@ -417,12 +417,14 @@ absl::StatusOr<DocumentRecord> DecodeDocument(std::span<const uint8_t> payload, 
   return record;
 }
 
-std::vector<uint8_t> EncodeChunk(const NewChunk& chunk, int64_t vector_id) {
+std::vector<uint8_t> EncodeChunk(const NewChunk& chunk, int64_t vector_id,
+                                 std::string_view source_path) {
   Writer w;
   w.U64(static_cast<uint64_t>(vector_id));
   w.U64(static_cast<uint64_t>(chunk.begin_byte));
   w.U64(static_cast<uint64_t>(chunk.end_byte));
   w.U32(static_cast<uint32_t>(chunk.n_tokens));
+  w.Bytes(source_path);
   w.Bytes(chunk.title);
   w.Bytes(chunk.text);
   w.Floats(chunk.embedding);
@@ -440,6 +442,7 @@ absl::StatusOr<ChunkRecord> DecodeChunk(std::span<const uint8_t> payload, ChunkR
   const uint64_t begin_byte = r.U64();
   const uint64_t end_byte = r.U64();
   const uint32_t n_tokens = r.U32();
+  record.source_path = r.String();
   record.title = r.String();
   record.text = r.String();
   record.embedding = r.Floats();
@@ -917,8 +920,8 @@ absl::StatusOr<PutDocumentResult> DocumentStore::PutDocument(const NewDocument& 
   for (size_t i = 0; i < chunks.size(); ++i) {
     const uint32_t chunk_no = static_cast<uint32_t>(i);
     const int64_t vector_id = first_vector_id + static_cast<int64_t>(i);
-    SILO_RETURN_IF_ERROR(
-        s.Put(batch, kChunks, ChunkKey(doc_id, chunk_no), EncodeChunk(chunks[i], vector_id)));
+    SILO_RETURN_IF_ERROR(s.Put(batch, kChunks, ChunkKey(doc_id, chunk_no),
+                               EncodeChunk(chunks[i], vector_id, document.source_path)));
     SILO_RETURN_IF_ERROR(s.Put(batch, kChunks, VectorKey(static_cast<uint64_t>(vector_id)),
                                EncodeChunkRef({doc_id, chunk_no})));
     if (!chunks[i].kv_shard.empty()) {

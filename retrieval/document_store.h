@@ -99,6 +99,8 @@ struct ChunkRecord {
   int64_t begin_byte = 0;
   int64_t end_byte = 0;
   int32_t n_tokens = 0;
+  std::string source_path;  // the document's, kept with each chunk so a search hit needs no
+                            // read of the whole document
   std::string title;
   std::string text;
   std::vector<float> embedding;  // [embedding_dim]

@@ -316,13 +316,12 @@ absl::StatusOr<std::vector<SearchHit>> KnowledgeBase::SearchByEmbedding(
                         index_->Search(embedding, k));
   std::vector<SearchHit> hits;
   for (const Neighbor& neighbor : results.front()) {
-    SILO_ASSIGN_OR_RETURN(const ChunkRecord chunk, store_->GetChunkByVectorId(neighbor.id));
-    SILO_ASSIGN_OR_RETURN(const DocumentRecord document, store_->GetDocument(chunk.doc_id));
-    hits.push_back({.chunk_id = chunk.chunk_id,
+    SILO_ASSIGN_OR_RETURN(ChunkRecord chunk, store_->GetChunkByVectorId(neighbor.id));
+    hits.push_back({.chunk_id = std::move(chunk.chunk_id),
                     .score = neighbor.score,
-                    .source_path = document.source_path,
-                    .title = chunk.title,
-                    .text = chunk.text,
+                    .source_path = std::move(chunk.source_path),
+                    .title = std::move(chunk.title),
+                    .text = std::move(chunk.text),
                     .begin_byte = chunk.begin_byte,
                     .end_byte = chunk.end_byte,
                     .n_tokens = chunk.n_tokens});
