@@ -46,7 +46,38 @@ absl::StatusOr<std::vector<float>> GgufVector(const GgufFile& file, std::string_
   return out;
 }
 
-absl::StatusOr<GgmlType> MatrixTypeOf(const SafetensorsTensor& tensor) {
+absl::StatusOr<WeightMatrix> HfMatrix(const SafetensorsModel& model, std::string_view name,
+                                      int64_t rows, int64_t cols) {
+  SILO_ASSIGN_OR_RETURN(const SafetensorsTensor* tensor, model.FindTensor(name));
+  if (tensor->shape.size() != 2 || tensor->shape[0] != rows || tensor->shape[1] != cols) {
+    return absl::InvalidArgumentError(
+        StrCat("safetensors tensor ", name, " is not [", rows, ", ", cols, "]"));
+  }
+  return SafetensorsMatrix(*tensor);
+}
+
+absl::StatusOr<std::vector<float>> HfVector(const SafetensorsModel& model, std::string_view name,
+                                            int64_t size) {
+  SILO_ASSIGN_OR_RETURN(const SafetensorsTensor* tensor, model.FindTensor(name));
+  if (tensor->shape.size() != 1 || tensor->shape[0] != size) {
+    return absl::InvalidArgumentError(
+        StrCat("safetensors tensor ", name, " is not a vector of ", size));
+  }
+  return SafetensorsToF32(*tensor);
+}
+
+absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat("cannot open ", path.string()));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(StrCat("cannot read ", path.string()));
+  return text.str();
+}
+
+}  // namespace
+
+absl::StatusOr<GgmlType> GgmlTypeOf(const SafetensorsTensor& tensor) {
   switch (tensor.dtype) {
     case SafetensorsDType::kF32:
       return GgmlType::kF32;
@@ -60,46 +91,28 @@ absl::StatusOr<GgmlType> MatrixTypeOf(const SafetensorsTensor& tensor) {
   }
 }
 
-absl::StatusOr<WeightMatrix> HfMatrix(const SafetensorsModel& model, std::string_view name,
-                                      int64_t rows, int64_t cols) {
-  SILO_ASSIGN_OR_RETURN(const SafetensorsTensor* tensor, model.FindTensor(name));
-  if (tensor->shape.size() != 2 || tensor->shape[0] != rows || tensor->shape[1] != cols) {
+absl::StatusOr<WeightMatrix> SafetensorsMatrix(const SafetensorsTensor& tensor) {
+  if (tensor.shape.size() != 2) {
     return absl::InvalidArgumentError(
-        StrCat("safetensors tensor ", name, " is not [", rows, ", ", cols, "]"));
+        StrCat("safetensors tensor ", tensor.name, " is not a matrix"));
   }
-  SILO_ASSIGN_OR_RETURN(GgmlType type, MatrixTypeOf(*tensor));
+  SILO_ASSIGN_OR_RETURN(const GgmlType type, GgmlTypeOf(tensor));
+  const int64_t cols = tensor.shape[1];
   WeightMatrix w{.type = type,
-                 .rows = rows,
+                 .rows = tensor.shape[0],
                  .cols = cols,
-                 .data = tensor->data.data(),
-                 .row_bytes = cols * static_cast<int64_t>(ElementBytes(tensor->dtype))};
+                 .data = tensor.data.data(),
+                 .row_bytes = cols * static_cast<int64_t>(ElementBytes(tensor.dtype))};
   SILO_RETURN_IF_ERROR(ValidateWeightMatrix(w));
   return w;
 }
 
-absl::StatusOr<std::vector<float>> HfVector(const SafetensorsModel& model, std::string_view name,
-                                            int64_t size) {
-  SILO_ASSIGN_OR_RETURN(const SafetensorsTensor* tensor, model.FindTensor(name));
-  if (tensor->shape.size() != 1 || tensor->shape[0] != size) {
-    return absl::InvalidArgumentError(
-        StrCat("safetensors tensor ", name, " is not a vector of ", size));
-  }
-  SILO_ASSIGN_OR_RETURN(GgmlType type, MatrixTypeOf(*tensor));
-  std::vector<float> out(size);
-  SILO_RETURN_IF_ERROR(DequantizeRow(type, tensor->data, out));
+absl::StatusOr<std::vector<float>> SafetensorsToF32(const SafetensorsTensor& tensor) {
+  SILO_ASSIGN_OR_RETURN(const GgmlType type, GgmlTypeOf(tensor));
+  std::vector<float> out(tensor.n_elements);
+  SILO_RETURN_IF_ERROR(DequantizeRow(type, tensor.data, out));
   return out;
 }
-
-absl::StatusOr<std::string> ReadTextFile(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat("cannot open ", path.string()));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(StrCat("cannot read ", path.string()));
-  return text.str();
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Open(const std::string& path) {
   const std::filesystem::path fs_path(path);

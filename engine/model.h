@@ -34,6 +34,12 @@ struct LayerWeights {
   WeightMatrix w_down;            // [dim, ffn_dim]
 };
 
+// Safetensors tensors as the CPU kernels take them (F32, F16 or BF16; InvalidArgument otherwise):
+// the matching GgmlType, a 2-D tensor as a WeightMatrix in place, any tensor converted to f32.
+absl::StatusOr<GgmlType> GgmlTypeOf(const SafetensorsTensor& tensor);
+absl::StatusOr<WeightMatrix> SafetensorsMatrix(const SafetensorsTensor& tensor);
+absl::StatusOr<std::vector<float>> SafetensorsToF32(const SafetensorsTensor& tensor);
+
 class Model {
  public:
   // `path`: a .gguf file; a folder holding config.json and model.safetensors (or its index); or

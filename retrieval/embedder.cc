@@ -13,6 +13,7 @@
 #include "engine/cpu/quantized_matmul.h"
 #include "engine/dequantize.h"
 #include "engine/gguf_file.h"
+#include "engine/model.h"
 #include "engine/safetensors_file.h"
 #include "engine/thread_pool.h"
 #include "retrieval/internal/read_file.h"
@@ -50,19 +51,6 @@ struct Layer {
   LayerNorm output_norm;
 };
 
-absl::StatusOr<GgmlType> FloatTypeOf(const SafetensorsTensor& tensor) {
-  switch (tensor.dtype) {
-    case SafetensorsDType::kF32:
-      return GgmlType::kF32;
-    case SafetensorsDType::kF16:
-      return GgmlType::kF16;
-    case SafetensorsDType::kBF16:
-      return GgmlType::kBF16;
-    default:
-      return absl::InvalidArgumentError(StrCat("tensor ", tensor.name, " is not F32, F16 or BF16"));
-  }
-}
-
 absl::Status CheckShape(const SafetensorsTensor& tensor, const std::vector<int64_t>& shape) {
   if (tensor.shape != shape) {
     std::string want, have;
@@ -91,7 +79,7 @@ class WeightReader {
       return absl::InvalidArgumentError(StrCat("the model has no tensor ", prefix_, name));
     }
     SILO_RETURN_IF_ERROR(CheckShape(**tensor, shape));
-    SILO_RETURN_IF_ERROR(FloatTypeOf(**tensor).status());
+    SILO_RETURN_IF_ERROR(engine::GgmlTypeOf(**tensor).status());
     return *tensor;
   }
 
@@ -99,10 +87,7 @@ class WeightReader {
   absl::StatusOr<std::vector<float>> F32(std::string_view name,
                                          const std::vector<int64_t>& shape) const {
     SILO_ASSIGN_OR_RETURN(const SafetensorsTensor* tensor, Find(name, shape));
-    SILO_ASSIGN_OR_RETURN(const GgmlType type, FloatTypeOf(*tensor));
-    std::vector<float> values(tensor->n_elements);
-    SILO_RETURN_IF_ERROR(engine::DequantizeRow(type, tensor->data, values));
-    return values;
+    return engine::SafetensorsToF32(*tensor);
   }
 
   absl::StatusOr<LayerNorm> Norm(std::string_view name, int64_t dim) const {
@@ -116,12 +101,7 @@ class WeightReader {
     SILO_ASSIGN_OR_RETURN(const SafetensorsTensor* tensor,
                           Find(StrCat(name, ".weight"), {rows, cols}));
     Linear linear;
-    SILO_ASSIGN_OR_RETURN(linear.w.type, FloatTypeOf(*tensor));
-    linear.w.rows = rows;
-    linear.w.cols = cols;
-    linear.w.data = tensor->data.data();
-    linear.w.row_bytes = cols * static_cast<int64_t>(engine::ElementBytes(tensor->dtype));
-    SILO_RETURN_IF_ERROR(engine::ValidateWeightMatrix(linear.w));
+    SILO_ASSIGN_OR_RETURN(linear.w, engine::SafetensorsMatrix(*tensor));
     SILO_ASSIGN_OR_RETURN(linear.bias, F32(StrCat(name, ".bias"), {rows}));
     return linear;
   }
@@ -300,7 +280,7 @@ absl::StatusOr<std::unique_ptr<Embedder>> Embedder::Open(const std::string& mode
   const int64_t dim = c.dim;
   SILO_ASSIGN_OR_RETURN(w.word_embeddings,
                         reader.Find("embeddings.word_embeddings.weight", {c.vocab_size, dim}));
-  SILO_ASSIGN_OR_RETURN(w.word_embeddings_type, FloatTypeOf(*w.word_embeddings));
+  SILO_ASSIGN_OR_RETURN(w.word_embeddings_type, engine::GgmlTypeOf(*w.word_embeddings));
   SILO_ASSIGN_OR_RETURN(w.position_embeddings,
                         reader.F32("embeddings.position_embeddings.weight", {c.n_positions, dim}));
   SILO_ASSIGN_OR_RETURN(
