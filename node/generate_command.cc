@@ -54,11 +54,9 @@ absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& ou
 
   const engine::Tokenizer& tokenizer = language_model.tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
-  engine::GenerateOptions generate_options{
+  // The callback ends generation at an end-of-generation token, so no stop list is needed.
+  const engine::GenerateOptions generate_options{
       .sampling = options.sampling, .max_tokens = options.max_tokens, .stop_tokens = {}};
-  for (int32_t id = 0; id < tokenizer.vocab_size(); ++id) {
-    if (tokenizer.IsEndOfGeneration(id)) generate_options.stop_tokens.push_back(id);
-  }
   absl::Status decode_status;
   SILO_ASSIGN_OR_RETURN(const engine::GenerateStats stats,
                         engine::Generate(transformer, cache, sequence, prompt, generate_options,

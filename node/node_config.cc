@@ -31,8 +31,8 @@ absl::Status CheckNodeId(const std::string& id, const std::string& file) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<int32_t> Positive(const ConfigNode& node, std::string_view key, int32_t fallback,
-                                 int32_t min) {
+absl::StatusOr<int32_t> IntAtLeast(const ConfigNode& node, std::string_view key, int32_t fallback,
+                                   int32_t min) {
   SILO_ASSIGN_OR_RETURN(const int32_t value, node.GetOr<int32_t>(key, fallback));
   if (value < min) {
     return absl::InvalidArgumentError(StrCat("key '",
@@ -57,7 +57,7 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   retrieval::KnowledgeBaseOptions& kb = config.knowledge_base;
   SILO_ASSIGN_OR_RETURN(const std::string data_dir, root.Get<std::string>("data_dir"));
   kb.data_dir = Resolve(base, data_dir);
-  SILO_ASSIGN_OR_RETURN(kb.threads, Positive(root, "threads", 0, 0));
+  SILO_ASSIGN_OR_RETURN(kb.threads, IntAtLeast(root, "threads", 0, 0));
   SILO_ASSIGN_OR_RETURN(const ConfigNode models, root.Child("models"));
   SILO_ASSIGN_OR_RETURN(const std::string decoder, models.Get<std::string>("decoder"));
   SILO_ASSIGN_OR_RETURN(const std::string embedder, models.Get<std::string>("embedder"));
@@ -66,9 +66,9 @@ absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
 
   SILO_ASSIGN_OR_RETURN(const ConfigNode retrieval, root.ChildOrEmpty("retrieval"));
   SILO_ASSIGN_OR_RETURN(kb.chunking.max_tokens,
-                        Positive(retrieval, "chunk_tokens", kb.chunking.max_tokens, 1));
+                        IntAtLeast(retrieval, "chunk_tokens", kb.chunking.max_tokens, 1));
   SILO_ASSIGN_OR_RETURN(kb.chunking.overlap_tokens,
-                        Positive(retrieval, "chunk_overlap", kb.chunking.overlap_tokens, 0));
+                        IntAtLeast(retrieval, "chunk_overlap", kb.chunking.overlap_tokens, 0));
   SILO_RETURN_IF_ERROR(retrieval::ValidateChunkerOptions(kb.chunking));
   SILO_ASSIGN_OR_RETURN(const std::string kv_shards,
                         retrieval.GetOr<std::string>("kv_shards", "lazy"));
