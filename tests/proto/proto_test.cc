@@ -36,14 +36,15 @@ const google::protobuf::MethodDescriptor* Method(const google::protobuf::FileDes
 }
 
 TEST(Proto, ServicesCarryTheProtocolRpcs) {
-  const auto* node = v1::SearchRequest::descriptor()->file();
+  const auto* node = v1::RetrieveRequest::descriptor()->file();
   const auto* coordinator = v1::RegisterNodeRequest::descriptor()->file();
   const auto* attend = Method(node, "ScrambledAttentionService", "Attend");
   ASSERT_NE(attend, nullptr);
   EXPECT_TRUE(attend->client_streaming());
   EXPECT_TRUE(attend->server_streaming());
-  EXPECT_NE(Method(node, "RetrievalService", "Search"), nullptr);
+  EXPECT_NE(Method(node, "RetrievalService", "Retrieve"), nullptr);
   EXPECT_NE(Method(node, "FedRagOwnerService", "ExchangeKeys"), nullptr);
+  EXPECT_NE(Method(node, "NodeControlService", "Probe"), nullptr);
   EXPECT_NE(Method(node, "DragonService", "Decode"), nullptr);
   EXPECT_NE(Method(coordinator, "CoordinatorService", "RegisterNode"), nullptr);
   EXPECT_NE(Method(coordinator, "CoordinatorService", "PlaceSession"), nullptr);
