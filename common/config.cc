@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -349,5 +350,12 @@ ConfigNode& ConfigNode::operator=(const ConfigNode&) = default;
 ConfigNode::ConfigNode(ConfigNode&&) noexcept = default;
 ConfigNode& ConfigNode::operator=(ConfigNode&&) noexcept = default;
 ConfigNode::~ConfigNode() = default;
+
+std::string ResolveConfigPath(const std::string& config_file, const std::string& path) {
+  if (path.empty()) return path;
+  const std::filesystem::path p(path);
+  if (p.is_absolute()) return p.lexically_normal().string();
+  return (std::filesystem::absolute(config_file).parent_path() / p).lexically_normal().string();
+}
 
 }  // namespace silo

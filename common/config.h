@@ -83,6 +83,10 @@ class ConfigNode {
   std::shared_ptr<Impl> impl_;
 };
 
+// `path` as written in the config file `config_file`, resolved against that file's folder
+// (absolute paths stay as they are; an empty path stays empty).
+std::string ResolveConfigPath(const std::string& config_file, const std::string& path);
+
 }  // namespace silo
 
 #endif  // SILO_COMMON_CONFIG_H_
