@@ -24,16 +24,8 @@ constexpr size_t kExcerptBytes = 240;
 
 absl::StatusOr<std::unique_ptr<retrieval::KnowledgeBase>> OpenKnowledgeBase(
     const NodeConfig& config, bool create_key) {
-  absl::StatusOr<crypto::SecretBytes> key = retrieval::LoadNodeKey(config.node_key_file);
-  if (absl::IsNotFound(key.status()) && create_key && !config.node_key_file.empty() &&
-      !fs::exists(fs::path(config.knowledge_base.data_dir) / "store")) {
-    key = retrieval::GenerateNodeKeyFile(config.node_key_file);
-    if (key.ok()) {
-      SILO_LOG(Info) << "created the node key file " << config.node_key_file;
-    }
-  }
-  if (!key.ok()) return key.status();
-  return retrieval::KnowledgeBase::Open(config.knowledge_base, *key);
+  SILO_ASSIGN_OR_RETURN(const crypto::SecretBytes key, LoadNodeKey(config, create_key));
+  return retrieval::KnowledgeBase::Open(config.knowledge_base, key);
 }
 
 std::string Duration(double seconds) {
@@ -55,6 +47,18 @@ std::string ProgressText(const retrieval::IngestProgress& p) {
 }
 
 }  // namespace
+
+absl::StatusOr<crypto::SecretBytes> LoadNodeKey(const NodeConfig& config, bool create_key) {
+  absl::StatusOr<crypto::SecretBytes> key = retrieval::LoadNodeKey(config.node_key_file);
+  if (absl::IsNotFound(key.status()) && create_key && !config.node_key_file.empty() &&
+      !fs::exists(fs::path(config.knowledge_base.data_dir) / "store")) {
+    key = retrieval::GenerateNodeKeyFile(config.node_key_file);
+    if (key.ok()) {
+      SILO_LOG(Info) << "created the node key file " << config.node_key_file;
+    }
+  }
+  return key;
+}
 
 absl::Status RunIngest(const IngestCommandOptions& options, std::ostream& out,
                        std::ostream& progress) {

@@ -8,8 +8,15 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
+#include "node/node_config.h"
 
 namespace silo::node {
+
+// The node key (node_key_file or $SILO_NODE_KEY). With create_key, a missing key file is
+// created when the node has no store yet (a key made later could not open an existing store).
+absl::StatusOr<crypto::SecretBytes> LoadNodeKey(const NodeConfig& config, bool create_key);
 
 struct IngestCommandOptions {
   std::string config_path;

@@ -2,6 +2,8 @@
 //   generate  answer one prompt with a local model (no retrieval, no network)
 //   ingest    add files and folders to the node's knowledge base
 //   search    the best chunks of the node's knowledge base for a question
+//   serve     join the federation: serve retrieval, probes and queries over mTLS until
+//             SIGINT/SIGTERM
 #include <unistd.h>
 
 #include <cstdio>
@@ -11,6 +13,29 @@
 #include "CLI/CLI.hpp"
 #include "node/generate_command.h"
 #include "node/knowledge_commands.h"
+#include "node/node_config.h"
+#include "node/node_server.h"
+
+namespace {
+
+// Serves until SIGINT or SIGTERM. Prints "serving <node_id> on <address>" once the port is
+// bound (scripts and tests wait for that line).
+absl::Status RunServe(const std::string& config_path) {
+  // Before any thread starts, so that only WaitForTerminationSignal receives them.
+  silo::node::BlockTerminationSignals();
+  absl::StatusOr<silo::node::NodeConfig> config = silo::node::LoadNodeConfig(config_path);
+  if (!config.ok()) return config.status();
+  absl::StatusOr<std::unique_ptr<silo::node::NodeServer>> server =
+      silo::node::NodeServer::Start(*config);
+  if (!server.ok()) return server.status();
+  std::cout << "serving " << config->node_id << " on " << (*server)->address() << std::endl;
+  const std::string signal = silo::node::WaitForTerminationSignal();
+  std::cout << signal << ": shutting down " << config->node_id << std::endl;
+  (*server)->Shutdown();
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 // CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
 // CLI11_PARSE.
@@ -61,6 +86,11 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   search_command->add_option("question", search.question, "The question")->required();
   search_command->add_option("-k", search.k, "How many chunks")->capture_default_str();
 
+  std::string serve_config;
+  CLI::App* serve_command = app.add_subcommand(
+      "serve", "Serve retrieval, probes and queries over mTLS until SIGINT or SIGTERM");
+  serve_command->add_option("--config", serve_config, "The node's node.yaml")->required();
+
   CLI11_PARSE(app, argc, argv);
 
   absl::Status status;
@@ -71,6 +101,8 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
     status = silo::node::RunIngest(ingest, std::cout, std::cerr);
   } else if (search_command->parsed()) {
     status = silo::node::RunSearch(search, std::cout);
+  } else if (serve_command->parsed()) {
+    status = RunServe(serve_config);
   }
   if (!status.ok()) {
     std::cerr << "silo-node " << app.get_subcommands().front()->get_name() << ": "

@@ -1,35 +1,13 @@
 #include "node/node_config.h"
 
-#include <filesystem>
-
 #include "common/config.h"
+#include "common/net_address.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "crypto/certificate.h"
 
 namespace silo::node {
 namespace {
-
-namespace fs = std::filesystem;
-
-// `path` as written in the file, resolved against the file's folder.
-std::string Resolve(const fs::path& base, const std::string& path) {
-  if (path.empty()) return path;
-  const fs::path p(path);
-  return (p.is_absolute() ? p : base / p).lexically_normal().string();
-}
-
-absl::Status CheckNodeId(const std::string& id, const std::string& file) {
-  if (id.empty() || id.size() > 64) {
-    return absl::InvalidArgumentError(StrCat(file, ": node_id must be 1 to 64 characters"));
-  }
-  for (const char c : id) {
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
-      return absl::InvalidArgumentError(
-          StrCat(file, ": node_id \"", id, "\" may hold only letters, digits, '.', '_' and '-'"));
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<int32_t> IntAtLeast(const ConfigNode& node, std::string_view key, int32_t fallback,
                                    int32_t min) {
@@ -42,27 +20,71 @@ absl::StatusOr<int32_t> IntAtLeast(const ConfigNode& node, std::string_view key,
   return value;
 }
 
+// An address under `serve`, checked; InvalidArgument naming the file and key.
+absl::Status CheckAddress(const std::string& file, std::string_view key, std::string_view address,
+                          bool allow_port_zero = false) {
+  if (absl::Status valid = CheckHostPort(address, allow_port_zero); !valid.ok()) {
+    return absl::InvalidArgumentError(StrCat(file, ": serve.", key, ": ", valid.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadServeConfig(const std::string& file, const ConfigNode& root, ServeConfig& serve) {
+  SILO_ASSIGN_OR_RETURN(const ConfigNode node, root.ChildOrEmpty("serve"));
+  SILO_ASSIGN_OR_RETURN(serve.listen, node.GetOr<std::string>("listen", ""));
+  SILO_ASSIGN_OR_RETURN(serve.advertise, node.GetOr<std::string>("advertise", ""));
+  SILO_ASSIGN_OR_RETURN(serve.coordinator, node.GetOr<std::string>("coordinator", ""));
+  SILO_ASSIGN_OR_RETURN(serve.citations, node.GetOr<bool>("citations", false));
+  if (!serve.listen.empty()) {
+    SILO_RETURN_IF_ERROR(CheckAddress(file, "listen", serve.listen, /*allow_port_zero=*/true));
+  }
+  if (!serve.advertise.empty()) {
+    SILO_RETURN_IF_ERROR(CheckAddress(file, "advertise", serve.advertise));
+  }
+  if (!serve.coordinator.empty()) {
+    SILO_RETURN_IF_ERROR(CheckAddress(file, "coordinator", serve.coordinator));
+  }
+  SILO_ASSIGN_OR_RETURN(const ConfigNode tls, node.ChildOrEmpty("tls"));
+  SILO_ASSIGN_OR_RETURN(const std::string ca, tls.GetOr<std::string>("ca", ""));
+  SILO_ASSIGN_OR_RETURN(const std::string cert, tls.GetOr<std::string>("cert", ""));
+  SILO_ASSIGN_OR_RETURN(const std::string key, tls.GetOr<std::string>("key", ""));
+  serve.tls = {.ca_file = ResolveConfigPath(file, ca),
+               .cert_file = ResolveConfigPath(file, cert),
+               .key_file = ResolveConfigPath(file, key)};
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<NodeConfig> LoadNodeConfig(const std::string& path) {
   SILO_ASSIGN_OR_RETURN(const ConfigNode root, ConfigNode::LoadFile(path));
-  const fs::path base = fs::absolute(path).parent_path();
   NodeConfig config;
   SILO_ASSIGN_OR_RETURN(config.node_id, root.Get<std::string>("node_id"));
-  SILO_RETURN_IF_ERROR(CheckNodeId(config.node_id, path));
+  if (absl::Status valid = crypto::CheckNodeId(config.node_id); !valid.ok()) {
+    return absl::InvalidArgumentError(StrCat(path, ": node_id: ", valid.message()));
+  }
   SILO_ASSIGN_OR_RETURN(config.role, root.GetEnum("role", {"institution", "device", "compute"}));
   SILO_ASSIGN_OR_RETURN(std::string node_key_file, root.GetOr<std::string>("node_key_file", ""));
-  config.node_key_file = Resolve(base, node_key_file);
+  config.node_key_file = ResolveConfigPath(path, node_key_file);
+
+  SILO_RETURN_IF_ERROR(LoadServeConfig(path, root, config.serve));
 
   retrieval::KnowledgeBaseOptions& kb = config.knowledge_base;
-  SILO_ASSIGN_OR_RETURN(const std::string data_dir, root.Get<std::string>("data_dir"));
-  kb.data_dir = Resolve(base, data_dir);
   SILO_ASSIGN_OR_RETURN(kb.threads, IntAtLeast(root, "threads", 0, 0));
+  const bool needs_corpus = config.role != "compute";
+  SILO_ASSIGN_OR_RETURN(const std::string data_dir, needs_corpus
+                                                        ? root.Get<std::string>("data_dir")
+                                                        : root.GetOr<std::string>("data_dir", ""));
+  kb.data_dir = ResolveConfigPath(path, data_dir);
+  if (!needs_corpus && kb.data_dir.empty()) {
+    SILO_RETURN_IF_ERROR(root.CheckAllKeysUsed());
+    return config;
+  }
   SILO_ASSIGN_OR_RETURN(const ConfigNode models, root.Child("models"));
   SILO_ASSIGN_OR_RETURN(const std::string decoder, models.Get<std::string>("decoder"));
   SILO_ASSIGN_OR_RETURN(const std::string embedder, models.Get<std::string>("embedder"));
-  kb.decoder_model = Resolve(base, decoder);
-  kb.embedder_model = Resolve(base, embedder);
+  kb.decoder_model = ResolveConfigPath(path, decoder);
+  kb.embedder_model = ResolveConfigPath(path, embedder);
 
   SILO_ASSIGN_OR_RETURN(const ConfigNode retrieval, root.ChildOrEmpty("retrieval"));
   SILO_ASSIGN_OR_RETURN(kb.chunking.max_tokens,

@@ -113,7 +113,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeBase>> KnowledgeBase::Open(
       new KnowledgeBase(options, std::move(decoder), std::move(decoder_fingerprint)));
   SILO_ASSIGN_OR_RETURN(base->embedder_,
                         Embedder::Open(options.embedder_model, {.n_threads = options.threads}));
-  SILO_ASSIGN_OR_RETURN(const std::string embedder_id, ModelFingerprint(options.embedder_model));
+  SILO_ASSIGN_OR_RETURN(base->embedder_fingerprint_, ModelFingerprint(options.embedder_model));
   SILO_ASSIGN_OR_RETURN(Chunker chunker,
                         Chunker::Create(base->decoder_.tokenizer(), options.chunking));
   base->chunker_ = std::make_unique<Chunker>(chunker);
@@ -127,7 +127,7 @@ absl::StatusOr<std::unique_ptr<KnowledgeBase>> KnowledgeBase::Open(
   SILO_ASSIGN_OR_RETURN(
       base->store_, DocumentStore::Open((fs::path(options.data_dir) / "store").string(), node_key,
                                         {.model_fingerprint = base->decoder_fingerprint_,
-                                         .embedder_id = embedder_id,
+                                         .embedder_id = base->embedder_fingerprint_,
                                          .embedding_dim = base->embedder_->dim(),
                                          .create_if_missing = true}));
   SILO_RETURN_IF_ERROR(base->LoadOrRebuildIndex());
@@ -295,11 +295,15 @@ absl::StatusOr<IngestReport> KnowledgeBase::Ingest(
   return report;
 }
 
-absl::StatusOr<std::vector<SearchHit>> KnowledgeBase::Search(std::string_view question,
-                                                             int k) const {
+absl::StatusOr<std::vector<float>> KnowledgeBase::EmbedQuestion(std::string_view question) const {
   if (question.empty()) return absl::InvalidArgumentError("the question is empty");
   const std::string text(question);
-  SILO_ASSIGN_OR_RETURN(const std::vector<float> embedding, embedder_->Embed({&text, 1}));
+  return embedder_->Embed({&text, 1});
+}
+
+absl::StatusOr<std::vector<SearchHit>> KnowledgeBase::Search(std::string_view question,
+                                                             int k) const {
+  SILO_ASSIGN_OR_RETURN(const std::vector<float> embedding, EmbedQuestion(question));
   return SearchByEmbedding(embedding, k);
 }
 
@@ -318,6 +322,7 @@ absl::StatusOr<std::vector<SearchHit>> KnowledgeBase::SearchByEmbedding(
   for (const Neighbor& neighbor : results.front()) {
     SILO_ASSIGN_OR_RETURN(ChunkRecord chunk, store_->GetChunkByVectorId(neighbor.id));
     hits.push_back({.chunk_id = std::move(chunk.chunk_id),
+                    .vector_id = chunk.vector_id,
                     .score = neighbor.score,
                     .source_path = std::move(chunk.source_path),
                     .title = std::move(chunk.title),

@@ -76,7 +76,8 @@ struct IngestReport {
 
 struct SearchHit {
   std::string chunk_id;
-  float score = 0;  // cosine similarity with the question
+  int64_t vector_id = 0;  // the chunk's id in the index (DocumentStore::GetChunkByVectorId)
+  float score = 0;        // cosine similarity with the question
   std::string source_path;
   std::string title;
   std::string text;
@@ -102,6 +103,9 @@ class KnowledgeBase {
       std::span<const std::string> paths,
       const std::function<void(const IngestProgress&)>& on_progress = nullptr);
 
+  // The question's unit embedding, [embedding_dim()]. InvalidArgument for an empty question.
+  absl::StatusOr<std::vector<float>> EmbedQuestion(std::string_view question) const;
+
   // The k best chunks for `question` (or for an embedding of embedding_dim() unit floats), best
   // first. InvalidArgument for an empty question, a bad embedding or k outside [1, 1000].
   absl::StatusOr<std::vector<SearchHit>> Search(std::string_view question, int k) const;
@@ -114,6 +118,10 @@ class KnowledgeBase {
   absl::StatusOr<engine::KvShard> KvShardOf(std::string_view chunk_id);
 
   int32_t embedding_dim() const;
+  // "sha256:<hex>" of the decoder (its tokenizer counts n_tokens) and of the embedder; peers
+  // compare them before they compare scores or token counts.
+  const std::string& decoder_fingerprint() const { return decoder_fingerprint_; }
+  const std::string& embedder_fingerprint() const { return embedder_fingerprint_; }
   const DocumentStore& store() const { return *store_; }
   const VectorIndex& index() const { return *index_; }
   const engine::LanguageModel& decoder() const { return decoder_; }
@@ -130,6 +138,7 @@ class KnowledgeBase {
   KnowledgeBaseOptions options_;
   engine::LanguageModel decoder_;
   std::string decoder_fingerprint_;
+  std::string embedder_fingerprint_;
   std::unique_ptr<Embedder> embedder_;
   std::unique_ptr<DocumentStore> store_;
   std::unique_ptr<VectorIndex> index_;

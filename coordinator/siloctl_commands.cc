@@ -1,0 +1,245 @@
+#include "coordinator/siloctl_commands.h"
+
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "absl/strings/str_format.h"
+#include "common/config.h"
+#include "common/net_address.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "node/grpc_status.h"
+#include "silo/v1/coordinator.grpc.pb.h"
+
+namespace silo::coordinator {
+namespace {
+
+using node::FromGrpcStatus;
+
+// A stub of the coordinator's services over mTLS with the operator's certificate.
+struct Connection {
+  std::shared_ptr<grpc::Channel> channel;
+  absl::Duration timeout;
+
+  void Prepare(grpc::ClientContext& context) const {
+    context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
+  }
+};
+
+absl::StatusOr<Connection> Connect(const SiloctlConfig& config) {
+  SILO_ASSIGN_OR_RETURN(const crypto::TlsMaterial tls, crypto::LoadTlsMaterial(config.tls));
+  return Connection{
+      .channel = grpc::CreateCustomChannel(config.coordinator, crypto::MakeChannelCredentials(tls),
+                                           crypto::FederationChannelArguments()),
+      .timeout = config.timeout};
+}
+
+std::string RoleName(v1::NodeRole role) {
+  std::string name = v1::NodeRole_Name(role);
+  constexpr std::string_view kPrefix = "NODE_ROLE_";
+  if (name.rfind(kPrefix, 0) == 0) name = name.substr(kPrefix.size());
+  for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return name;
+}
+
+std::string Ago(int64_t unix_ns) {
+  if (unix_ns == 0) return "never";
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - absl::FromUnixNanos(unix_ns));
+  return absl::StrFormat("%.1f s ago", std::max(0.0, seconds));
+}
+
+std::string HexOf(const std::string& bytes) {
+  std::string hex;
+  for (const char c : bytes) hex += absl::StrFormat("%02x", static_cast<unsigned char>(c));
+  return hex;
+}
+
+void PrintMatrix(const std::vector<v1::NodeStatus>& nodes,
+                 const google::protobuf::RepeatedPtrField<v1::NetworkLink>& links,
+                 std::ostream& out) {
+  std::map<std::pair<std::string, std::string>, const v1::NetworkLink*> by_pair;
+  for (const v1::NetworkLink& link : links) {
+    by_pair[{link.from_node_id(), link.to_node_id()}] = &link;
+  }
+  out << "\nnetwork (row measures column): median RTT ms / throughput Mbit/s\n";
+  if (links.empty()) {
+    out << "  no measurements yet (siloctl nodes --probe measures now)\n";
+    return;
+  }
+  out << absl::StrFormat("%-16s", "");
+  for (const v1::NodeStatus& to : nodes) out << absl::StrFormat(" %18s", to.node().node_id());
+  out << "\n";
+  for (const v1::NodeStatus& from : nodes) {
+    out << absl::StrFormat("%-16s", from.node().node_id());
+    for (const v1::NodeStatus& to : nodes) {
+      const auto link = by_pair.find({from.node().node_id(), to.node().node_id()});
+      if (link == by_pair.end()) {
+        out << absl::StrFormat(" %18s", from.node().node_id() == to.node().node_id() ? "-" : "?");
+      } else {
+        out << absl::StrFormat(" %18s", absl::StrFormat("%.2f / %.0f", link->second->rtt_ms(),
+                                                        link->second->throughput_mbps()));
+      }
+    }
+    out << "\n";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<SiloctlConfig> LoadSiloctlConfig(const std::string& path) {
+  SILO_ASSIGN_OR_RETURN(const ConfigNode root, ConfigNode::LoadFile(path));
+  SiloctlConfig config;
+  SILO_ASSIGN_OR_RETURN(config.coordinator, root.Get<std::string>("coordinator"));
+  if (absl::Status valid = CheckHostPort(config.coordinator); !valid.ok()) {
+    return absl::InvalidArgumentError(StrCat(path, ": coordinator: ", valid.message()));
+  }
+  SILO_ASSIGN_OR_RETURN(const ConfigNode tls, root.Child("tls"));
+  SILO_ASSIGN_OR_RETURN(const std::string ca, tls.Get<std::string>("ca"));
+  SILO_ASSIGN_OR_RETURN(const std::string cert, tls.Get<std::string>("cert"));
+  SILO_ASSIGN_OR_RETURN(const std::string key, tls.Get<std::string>("key"));
+  config.tls = {.ca_file = ResolveConfigPath(path, ca),
+                .cert_file = ResolveConfigPath(path, cert),
+                .key_file = ResolveConfigPath(path, key)};
+  SILO_ASSIGN_OR_RETURN(const int64_t timeout_ms, root.GetOr<int64_t>("timeout_ms", 30000));
+  if (timeout_ms < 1 || timeout_ms > 3600000) {
+    return absl::InvalidArgumentError(
+        StrCat(path, ": timeout_ms must be in [1, 3600000], not ", timeout_ms));
+  }
+  config.timeout = absl::Milliseconds(timeout_ms);
+  SILO_RETURN_IF_ERROR(root.CheckAllKeysUsed());
+  return config;
+}
+
+absl::Status RunNodes(const SiloctlConfig& config, const NodesCommandOptions& options,
+                      std::ostream& out) {
+  SILO_ASSIGN_OR_RETURN(const Connection connection, Connect(config));
+  const std::unique_ptr<v1::CoordinatorService::Stub> stub =
+      v1::CoordinatorService::NewStub(connection.channel);
+  google::protobuf::RepeatedPtrField<v1::NetworkLink> links;
+  if (options.probe) {
+    grpc::ClientContext context;
+    connection.Prepare(context);
+    v1::MeasureNetworkResponse measured;
+    SILO_RETURN_IF_ERROR(
+        FromGrpcStatus(stub->MeasureNetwork(&context, v1::MeasureNetworkRequest(), &measured)));
+    for (const std::string& id : measured.unreachable_node_ids()) {
+      out << "did not answer the measurement: " << id << "\n";
+    }
+    links = measured.links();
+  } else {
+    grpc::ClientContext context;
+    connection.Prepare(context);
+    v1::GetNetworkMatrixResponse matrix;
+    SILO_RETURN_IF_ERROR(
+        FromGrpcStatus(stub->GetNetworkMatrix(&context, v1::GetNetworkMatrixRequest(), &matrix)));
+    links = matrix.links();
+  }
+  grpc::ClientContext context;
+  connection.Prepare(context);
+  v1::ListNodesRequest request;
+  request.set_include_offline(options.include_offline);
+  v1::ListNodesResponse response;
+  SILO_RETURN_IF_ERROR(FromGrpcStatus(stub->ListNodes(&context, request, &response)));
+  const std::vector<v1::NodeStatus> nodes(response.nodes().begin(), response.nodes().end());
+  out << absl::StrFormat("%-16s %-12s %-8s %-22s %8s %8s  %s\n", "NODE", "ROLE", "STATE", "ADDRESS",
+                         "CHUNKS", "SESSIONS", "LAST HEARTBEAT");
+  for (const v1::NodeStatus& node : nodes) {
+    out << absl::StrFormat("%-16s %-12s %-8s %-22s %8d %8d  %s\n", node.node().node_id(),
+                           RoleName(node.node().role()), node.online() ? "online" : "DOWN",
+                           node.node().address(), node.node().capabilities().n_chunks(),
+                           node.active_sessions(), Ago(node.last_heartbeat_unix_ns()));
+  }
+  PrintMatrix(nodes, links, out);
+  return absl::OkStatus();
+}
+
+absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& options,
+                      std::ostream& out) {
+  if (options.mode != "retrieve") {
+    return absl::InvalidArgumentError(
+        StrCat("--mode ", options.mode, ": only \"retrieve\" is served today"));
+  }
+  if (options.merge != "score" && options.merge != "rrf") {
+    return absl::InvalidArgumentError(StrCat("--merge must be score or rrf, not ", options.merge));
+  }
+  v1::QueryRequest request;
+  request.set_question(options.question);
+  request.set_mode(v1::GENERATION_MODE_RETRIEVE);
+  request.set_querier_node_id(options.querier);
+  request.set_top_k(static_cast<uint32_t>(std::max(0, options.top_k)));
+  request.set_merge(options.merge == "rrf" ? v1::MERGE_RULE_RECIPROCAL_RANK : v1::MERGE_RULE_SCORE);
+  request.set_owner_timeout_ms(static_cast<uint32_t>(std::max(0, options.owner_timeout_ms)));
+
+  SILO_ASSIGN_OR_RETURN(const Connection connection, Connect(config));
+  const std::unique_ptr<v1::QueryService::Stub> stub =
+      v1::QueryService::NewStub(connection.channel);
+  grpc::ClientContext context;
+  connection.Prepare(context);
+  std::unique_ptr<grpc::ClientReader<v1::QueryResponse>> reader = stub->Query(&context, request);
+  v1::QueryResponse message;
+  while (reader->Read(&message)) {
+    if (message.has_started()) {
+      const v1::Placement& placement = message.started().placement();
+      out << "session " << HexOf(placement.session().value()).substr(0, 12) << " on "
+          << placement.querier_node_id() << ", asking " << placement.participants_size()
+          << " other node(s)\n";
+    } else if (message.has_done()) {
+      const v1::QueryDone& done = message.done();
+      int rank = 0;
+      for (const v1::Source& source : done.sources()) {
+        out << absl::StrFormat("%3d  %.4f  %-16s %4d tokens", ++rank, source.score(),
+                               source.owner_node_id(), source.n_tokens());
+        if (source.has_citation()) {
+          out << "  " << source.citation().title() << "  (" << source.citation().source_path()
+              << ")";
+        }
+        out << "\n";
+      }
+      for (const v1::NodeFailure& failure : done.unanswered()) {
+        out << "no answer from " << failure.node_id() << ": "
+            << absl::StatusCodeToString(static_cast<absl::StatusCode>(failure.code())) << ": "
+            << failure.message() << "\n";
+      }
+      out << absl::StrFormat("retrieval %.1f ms\n", done.stats().retrieval_ns() / 1e6);
+    }
+  }
+  return FromGrpcStatus(reader->Finish());
+}
+
+absl::Status RunSessions(const SiloctlConfig& config, int32_t limit, std::ostream& out) {
+  SILO_ASSIGN_OR_RETURN(const Connection connection, Connect(config));
+  const std::unique_ptr<v1::CoordinatorService::Stub> stub =
+      v1::CoordinatorService::NewStub(connection.channel);
+  grpc::ClientContext context;
+  connection.Prepare(context);
+  v1::ListSessionsRequest request;
+  request.set_limit(static_cast<uint32_t>(std::max(0, limit)));
+  v1::ListSessionsResponse response;
+  SILO_RETURN_IF_ERROR(FromGrpcStatus(stub->ListSessions(&context, request, &response)));
+  out << absl::StrFormat("%-12s %-12s %-16s %-20s %8s  %s\n", "SESSION", "MODE", "QUERIER",
+                         "STATUS", "MS", "OWNERS");
+  for (const v1::SessionRecord& record : response.sessions()) {
+    const v1::Placement& placement = record.placement();
+    std::string owners;
+    for (const std::string& owner : record.owner_node_ids()) {
+      owners += owners.empty() ? owner : StrCat(",", owner);
+    }
+    const std::string status =
+        record.finished_at_unix_ns() == 0
+            ? "running"
+            : absl::StatusCodeToString(static_cast<absl::StatusCode>(record.status_code()));
+    std::string mode = v1::GenerationMode_Name(placement.mode());
+    constexpr std::string_view kPrefix = "GENERATION_MODE_";
+    if (mode.rfind(kPrefix, 0) == 0) mode = mode.substr(kPrefix.size());
+    out << absl::StrFormat(
+        "%-12s %-12s %-16s %-20s %8.1f  %s\n", HexOf(placement.session().value()).substr(0, 12),
+        mode, placement.querier_node_id(), status, record.stats().total_ns() / 1e6, owners);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace silo::coordinator

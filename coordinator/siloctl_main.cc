@@ -1,0 +1,64 @@
+// siloctl: the operator's client of a silo federation (coordinator/siloctl_commands.h).
+//   siloctl --config siloctl.yaml nodes [--probe]
+//   siloctl --config siloctl.yaml query --mode retrieve [-k 8] [--merge score|rrf] "question"
+//   siloctl --config siloctl.yaml sessions [--limit 20]
+#include <iostream>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "coordinator/siloctl_commands.h"
+
+// CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
+// CLI11_PARSE.
+int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
+  CLI::App app{"siloctl: the operator's client of a silo federation"};
+  app.require_subcommand(1);
+  std::string config_path;
+  app.add_option("--config", config_path, "siloctl.yaml: coordinator address and certificate")
+      ->required();
+
+  silo::coordinator::NodesCommandOptions nodes;
+  CLI::App* nodes_command =
+      app.add_subcommand("nodes", "Nodes, roles, state and the RTT/throughput matrix");
+  nodes_command->add_flag("--probe", nodes.probe, "Measure the network now before printing");
+
+  silo::coordinator::QueryCommandOptions query;
+  CLI::App* query_command = app.add_subcommand("query", "Ask the federation a question");
+  query_command->add_option("--mode", query.mode, "retrieve (federated retrieval, sources only)")
+      ->capture_default_str();
+  query_command->add_option("--querier", query.querier,
+                            "Node that embeds the question (default: the coordinator's pick)");
+  query_command->add_option("-k,--top-k", query.top_k, "Sources kept after the global merge")
+      ->capture_default_str();
+  query_command->add_option("--merge", query.merge, "score, or rrf (reciprocal rank fusion)")
+      ->capture_default_str();
+  query_command
+      ->add_option("--owner-timeout-ms", query.owner_timeout_ms, "Deadline of each owner's answer")
+      ->capture_default_str();
+  query_command->add_option("question", query.question, "The question")->required();
+
+  int32_t limit = 20;
+  CLI::App* sessions_command = app.add_subcommand("sessions", "The session log, newest first");
+  sessions_command->add_option("--limit", limit, "Most sessions to list")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+
+  absl::StatusOr<silo::coordinator::SiloctlConfig> config =
+      silo::coordinator::LoadSiloctlConfig(config_path);
+  absl::Status status = config.status();
+  if (status.ok()) {
+    if (nodes_command->parsed()) {
+      status = silo::coordinator::RunNodes(*config, nodes, std::cout);
+    } else if (query_command->parsed()) {
+      status = silo::coordinator::RunQuery(*config, query, std::cout);
+    } else if (sessions_command->parsed()) {
+      status = silo::coordinator::RunSessions(*config, limit, std::cout);
+    }
+  }
+  if (!status.ok()) {
+    std::cerr << "siloctl: " << absl::StatusCodeToString(status.code()) << ": " << status.message()
+              << "\n";
+    return 1;
+  }
+  return 0;
+}

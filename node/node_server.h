@@ -1,0 +1,81 @@
+// `silo-node serve`: the node as a federation member (DESIGN.md §1, §5, §8). It checks that its
+// certificate names the configured id and role, opens its corpus (institution, device), serves
+// NodeControlService, RetrievalService and QueryService over mTLS, registers with the
+// coordinator (retrying until it answers), sends heartbeats, re-registers when the coordinator
+// lost it, and probes its peers at the interval the coordinator asks for, reporting the
+// measurements.
+//
+// Thread-safe: Start, then address() from any thread; Shutdown once.
+#ifndef SILO_NODE_NODE_SERVER_H_
+#define SILO_NODE_NODE_SERVER_H_
+
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "crypto/mtls.h"
+#include "grpcpp/server.h"
+#include "node/chunk_handles.h"
+#include "node/control_service.h"
+#include "node/node_config.h"
+#include "node/peer_channels.h"
+#include "node/query_service.h"
+#include "node/retrieval_service.h"
+#include "retrieval/knowledge_base.h"
+
+namespace silo::node {
+
+class NodeServer {
+ public:
+  // InvalidArgument when the config has no serve.listen or TLS files; the errors of
+  // LoadTlsMaterial; FailedPrecondition when the certificate names another id or role than the
+  // config; the corpus's errors; Unavailable when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<NodeServer>> Start(const NodeConfig& config);
+  ~NodeServer();
+
+  // host:port that peers dial (serve.advertise, or the listen host with the bound port).
+  const std::string& address() const { return address_; }
+
+  // Stops the coordinator link and the server (in-flight calls get a short grace period).
+  void Shutdown();
+
+ private:
+  NodeServer() = default;
+  void CoordinatorLoop();
+  // One registration, heartbeat or probe round; false when the coordinator did not answer.
+  bool Register(v1::CoordinatorService::Stub& coordinator);
+  void ProbePeers(v1::CoordinatorService::Stub& coordinator);
+
+  NodeConfig config_;
+  crypto::TlsMaterial tls_;
+  std::unique_ptr<retrieval::KnowledgeBase> corpus_;
+  std::unique_ptr<ChunkHandles> handles_;
+  std::unique_ptr<PeerChannels> peers_;
+  v1::NodeInfo info_;
+  std::string address_;
+  std::unique_ptr<ControlService> control_service_;
+  std::unique_ptr<RetrievalService> retrieval_service_;
+  std::unique_ptr<QueryService> query_service_;
+  std::unique_ptr<grpc::Server> server_;
+
+  // Coordinator link state, owned by CoordinatorLoop.
+  absl::Duration heartbeat_interval_ = absl::Seconds(2);
+  absl::Duration probe_interval_ = absl::ZeroDuration();
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;  // guarded by mutex_
+  std::thread coordinator_thread_;
+};
+
+// Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts afterwards), so
+// that WaitForTerminationSignal receives them. Call first thing in main.
+void BlockTerminationSignals();
+// Waits for SIGINT or SIGTERM; returns its name.
+std::string WaitForTerminationSignal();
+
+}  // namespace silo::node
+
+#endif  // SILO_NODE_NODE_SERVER_H_
