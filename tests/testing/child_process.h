@@ -47,6 +47,10 @@ class ChildProcess {
   std::filesystem::path log_;
 };
 
+// A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released), for a
+// process that must keep its address across restarts. -1 when no socket could be bound.
+int PickUnusedPort();
+
 }  // namespace silo::testing
 
 #endif  // SILO_TESTS_TESTING_CHILD_PROCESS_H_
