@@ -8,6 +8,7 @@
 #include "common/strings.h"
 #include "crypto/certificate.h"
 #include "grpcpp/client_context.h"
+#include "node/federated_retrieval.h"
 #include "node/grpc_status.h"
 #include "node/network_probe.h"
 #include "node/node_info.h"
@@ -17,7 +18,6 @@
 namespace silo::coordinator {
 namespace {
 
-using node::FromGrpcStatus;
 using node::Server;
 using node::ToGrpcStatus;
 
@@ -249,8 +249,9 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
   if (request->has_placement()) {
     return {grpc::StatusCode::INVALID_ARGUMENT, "a query's placement is the coordinator's to set"};
   }
-  if (request->question().empty() || request->question().size() > 32 * 1024) {
-    return {grpc::StatusCode::INVALID_ARGUMENT, "the question must be 1 to 32768 bytes"};
+  if (request->question().empty() || request->question().size() > node::kMaxQuestionBytes) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            StrCat("the question must be 1 to ", node::kMaxQuestionBytes, " bytes")};
   }
   absl::StatusOr<v1::Placement> placement = Place(*request);
   if (!placement.ok()) return ToGrpcStatus(placement.status());

@@ -14,8 +14,6 @@
 namespace silo::node {
 namespace {
 
-constexpr size_t kMaxQuestionBytes = 32 * 1024;
-
 // One participant's answer, or why there is none.
 struct OwnerAnswer {
   std::string node_id;
@@ -101,6 +99,7 @@ absl::StatusOr<FederatedRetrievalResult> RetrieveFederated(
   // deadline once, not once per owner.
   std::vector<OwnerAnswer> answers(static_cast<size_t>(placement.participants_size()));
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(placement.participants_size()));
   for (int i = 0; i < placement.participants_size(); ++i) {
     threads.emplace_back([&, i] {
       answers[static_cast<size_t>(i)] =
@@ -121,7 +120,7 @@ absl::StatusOr<FederatedRetrievalResult> RetrieveFederated(
       v1::NodeFailure& failure = result.unanswered.emplace_back();
       failure.set_node_id(answer.node_id);
       failure.set_code(static_cast<int32_t>(answer.status.code()));
-      failure.set_message(std::string(answer.status.message()));
+      failure.set_message(StrCat(answer.status.message()));
       continue;
     }
     std::vector<float>& list = scores.emplace_back();

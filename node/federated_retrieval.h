@@ -22,6 +22,7 @@
 namespace silo::node {
 
 inline constexpr int32_t kMaxQueryTopK = 64;
+inline constexpr size_t kMaxQuestionBytes = size_t{32} * 1024;  // UTF-8, as in QueryRequest
 
 struct FederatedRetrievalOptions {
   int32_t top_k = 8;  // 1..kMaxQueryTopK

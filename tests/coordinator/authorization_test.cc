@@ -59,7 +59,7 @@ grpc::Status CallWithEmptyRequest(const std::shared_ptr<grpc::Channel>& channel,
   bool ok = false;
   const auto step = [&](int id) {
     queue.Next(&tag, &ok);
-    EXPECT_EQ(tag, reinterpret_cast<void*>(static_cast<intptr_t>(id)));
+    EXPECT_EQ(reinterpret_cast<intptr_t>(tag), id);
     return ok;
   };
   call->StartCall(reinterpret_cast<void*>(1));
@@ -132,8 +132,8 @@ class AuthorizationTest : public ::testing::Test {
     return testing::DevTlsFiles(dir_->path() / ca, id);
   }
 
-  std::shared_ptr<grpc::Channel> Channel(Server server,
-                                         std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  std::shared_ptr<grpc::Channel> Channel(
+      Server server, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
     return grpc::CreateCustomChannel(
         server == Server::kNode ? node_address_ : coordinator_->address(), credentials,
         crypto::FederationChannelArguments());
