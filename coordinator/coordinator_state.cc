@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "common/logging.h"
 #include "common/net_address.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "crypto/certificate.h"
@@ -55,22 +56,6 @@ std::string Hex(std::string_view bytes) { return absl::BytesToHexString(AbslView
 
 std::string DescribeKey(Cf cf, std::string_view key) {
   return StrCat(kCfNames[cf], " key '", Escaped(key), "'");
-}
-
-absl::Status FromRocksDb(const rocksdb::Status& status, std::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  const std::string message = StrCat(what, ": ", status.ToString());
-  if (status.IsNotFound() || status.IsPathNotFound()) return absl::NotFoundError(message);
-  if (status.IsCorruption()) return absl::DataLossError(message);
-  if (status.IsNoSpace() || status.IsMemoryLimit()) return absl::ResourceExhaustedError(message);
-  if (status.IsIOError() || status.IsBusy() || status.IsTimedOut() || status.IsTryAgain()) {
-    return absl::UnavailableError(message);
-  }
-  if (status.IsInvalidArgument() || status.IsNotSupported()) {
-    return absl::FailedPreconditionError(message);
-  }
-  if (status.IsAborted()) return absl::AbortedError(message);
-  return absl::InternalError(message);
 }
 
 std::string EncodeSeq(uint64_t seq) {
@@ -511,20 +496,8 @@ absl::StatusOr<std::unique_ptr<CoordinatorState>> CoordinatorState::Open(
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
-  std::error_code error;
-  if (std::filesystem::exists(std::filesystem::path(path) / "CURRENT", error)) {
-    std::vector<std::string> names;
-    SILO_RETURN_IF_ERROR(FromRocksDb(rocksdb::DB::ListColumnFamilies(db_options, path, &names),
-                                     StrCat("listing the column families of ", path)));
-    for (const std::string& name : names) {
-      if (name != rocksdb::kDefaultColumnFamilyName &&
-          std::find(kCfNames.begin(), kCfNames.end(), name) == kCfNames.end()) {
-        return absl::FailedPreconditionError(
-            StrCat(path, " holds a RocksDB database with column family '", name,
-                   "': not the coordinator's database"));
-      }
-    }
-  }
+  SILO_RETURN_IF_ERROR(
+      CheckColumnFamilies(db_options, path, kCfNames, "the coordinator's database"));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
   for (const char* name : kCfNames) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());

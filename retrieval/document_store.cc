@@ -51,6 +51,7 @@
 #include <utility>
 
 #include "common/logging.h"
+#include "common/rocksdb_status.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "crypto/aead.h"
@@ -287,22 +288,6 @@ std::string DescribeKey(Cf cf, std::string_view key) {
 
 // ---------------------------------------------------------------------------------------------
 // RocksDB adapter: the one place rocksdb::Status becomes absl::Status.
-
-absl::Status FromRocksDb(const rocksdb::Status& status, std::string_view what) {
-  if (status.ok()) return absl::OkStatus();
-  const std::string message = StrCat(what, ": ", status.ToString());
-  if (status.IsNotFound() || status.IsPathNotFound()) return absl::NotFoundError(message);
-  if (status.IsCorruption()) return absl::DataLossError(message);
-  if (status.IsNoSpace() || status.IsMemoryLimit()) return absl::ResourceExhaustedError(message);
-  if (status.IsIOError() || status.IsBusy() || status.IsTimedOut() || status.IsTryAgain()) {
-    return absl::UnavailableError(message);
-  }
-  if (status.IsInvalidArgument() || status.IsNotSupported()) {
-    return absl::FailedPreconditionError(message);
-  }
-  if (status.IsAborted()) return absl::AbortedError(message);
-  return absl::InternalError(message);
-}
 
 rocksdb::WriteOptions SyncWrite() {
   rocksdb::WriteOptions options;
@@ -800,19 +785,7 @@ absl::StatusOr<std::unique_ptr<DocumentStore>> DocumentStore::Open(
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = options.create_if_missing;
   db_options.create_missing_column_families = true;
-  if (exists) {
-    std::vector<std::string> names;
-    SILO_RETURN_IF_ERROR(FromRocksDb(rocksdb::DB::ListColumnFamilies(db_options, path, &names),
-                                     StrCat("listing the column families of ", path)));
-    for (const std::string& name : names) {
-      if (name != rocksdb::kDefaultColumnFamilyName &&
-          std::find(kCfNames.begin(), kCfNames.end(), name) == kCfNames.end()) {
-        return absl::FailedPreconditionError(
-            StrCat(path, " holds a RocksDB database with column family '", name,
-                   "': not a document store"));
-      }
-    }
-  }
+  SILO_RETURN_IF_ERROR(CheckColumnFamilies(db_options, path, kCfNames, "a document store"));
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
   descriptors.emplace_back(rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions());
   for (const char* name : kCfNames) descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());

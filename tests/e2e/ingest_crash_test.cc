@@ -2,11 +2,7 @@
 // each kill: the store must be consistent every time (every chunk has its text, embedding and KV
 // shard, or the chunk is absent with its whole document), the index rebuilt from it must hold
 // exactly its chunks, and a final uninterrupted run must finish the corpus.
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -21,11 +17,10 @@
 #include "gtest/gtest.h"
 #include "retrieval/knowledge_base.h"
 #include "retrieval/node_key.h"
+#include "tests/testing/child_process.h"
 #include "tests/testing/models.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
-
-extern char** environ;
 
 namespace silo::retrieval {
 namespace {
@@ -47,22 +42,6 @@ std::string Paragraph(std::mt19937& rng) {
     }
   }
   return text + "\n\n";
-}
-
-// Runs silo-node with `args`, output to `log`; returns its pid.
-pid_t Spawn(const std::vector<std::string>& args, const std::string& log) {
-  std::vector<char*> argv;
-  argv.reserve(args.size() + 1);
-  for (const std::string& arg : args) argv.push_back(const_cast<char*>(arg.c_str()));
-  argv.push_back(nullptr);
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  pid_t pid = -1;
-  const int error = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  return error == 0 ? pid : -1;
 }
 
 class IngestCrashTest : public ::testing::Test {
@@ -164,15 +143,13 @@ TEST_F(IngestCrashTest, StoreAndIndexAreConsistentAfterEverySigkill) {
   int previous = 0;
   int finished_early = 0;
   for (int kill_no = 0; kill_no < kKills; ++kill_no) {
-    const pid_t pid = Spawn(args, log);
-    ASSERT_GT(pid, 0);
+    silo::testing::ChildProcess ingest(args, log);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
-    kill(pid, SIGKILL);
-    int status = 0;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    finished_early += WIFEXITED(status);
-    if (WIFEXITED(status)) {
-      EXPECT_EQ(WEXITSTATUS(status), 0);
+    ingest.Signal(SIGKILL);  // nothing when it has finished already
+    ASSERT_OK_AND_ASSIGN(const int code, ingest.Wait(absl::Seconds(60)));
+    if (code != 128 + SIGKILL) {
+      ++finished_early;
+      EXPECT_EQ(code, 0);
     }
     const int documents = CheckConsistent();
     SCOPED_TRACE(::testing::Message() << "kill " << kill_no);
@@ -181,11 +158,9 @@ TEST_F(IngestCrashTest, StoreAndIndexAreConsistentAfterEverySigkill) {
     std::printf("kill %d: %d/%d documents\n", kill_no, documents, kFiles);
   }
   // The last run finishes what the killed ones left.
-  const pid_t pid = Spawn(args, log);
-  ASSERT_GT(pid, 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "see " << log;
+  silo::testing::ChildProcess last(args, log);
+  ASSERT_OK_AND_ASSIGN(const int code, last.Wait(absl::Minutes(10)));
+  ASSERT_EQ(code, 0) << "see " << log;
   EXPECT_EQ(CheckConsistent(), kFiles);
   std::printf("%d of %d runs had finished before their kill\n", finished_early, kKills);
   EXPECT_LT(finished_early, kKills);  // the kills did land inside ingests
