@@ -6,6 +6,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
 
 namespace silo::attention::cuda {
@@ -65,6 +67,24 @@ __device__ __forceinline__ float WarpSum(float x) {
     x += __shfl_xor_sync(0xffffffffu, x, offset);
   }
   return x;
+}
+
+// Lets kKernel launch with `bytes` of dynamic shared memory (above 48 KiB a kernel must opt in),
+// asking the driver once per kernel and device.
+template <auto kKernel>
+cudaError_t AllowDynamicSharedMemory(size_t bytes) {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<bool> configured[kMaxDevices];
+  int device = 0;
+  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
+  if (device < kMaxDevices && configured[device].load(std::memory_order_acquire)) {
+    return cudaSuccess;
+  }
+  const cudaError_t error = cudaFuncSetAttribute(
+      kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (error != cudaSuccess) return error;
+  if (device < kMaxDevices) configured[device].store(true, std::memory_order_release);
+  return cudaSuccess;
 }
 
 }  // namespace silo::attention::cuda

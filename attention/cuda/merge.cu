@@ -7,10 +7,12 @@
 namespace silo::attention::cuda {
 namespace {
 
-constexpr int kWarps = 4;
+constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * kWarpSize;
-constexpr int kColumnsPerLane = 8;
-constexpr int kTile = kWarpSize * kColumnsPerLane;  // columns per pass
+constexpr int kColumnsPerLane = 4;
+constexpr int kTile = kWarpSize * kColumnsPerLane;  // columns of one block
+constexpr int kMaxCachedParts = 1024;               // weights kept in shared memory
+constexpr int kUnroll = 4;                          // parts whose loads are in flight at once
 
 // Block-wide reduction of one value per thread (max or sum); every thread gets the result.
 template <bool kMax>
@@ -25,12 +27,16 @@ __device__ float BlockReduce(float x, float* scratch) {
   return total;
 }
 
-// One block per row: the maximum and the sum of weights l_p·exp(m_p − M) over the parts, then
-// each warp accumulates its share of the parts and the warps are summed in shared memory.
+// One block per (row, kTile columns): the maximum M of the parts' m, their weights
+// l_p·exp(m_p − M) (kept in shared memory) and their sum, then each warp accumulates a share of
+// the parts with kUnroll parts' loads in flight, and the warps are summed in shared memory. The
+// merge is latency-bound (a few dozen parts of one row), so loads are batched, not chained.
 __global__ void __launch_bounds__(kThreads) MergeKernel(MergeArgs a) {
   __shared__ float scratch[kWarps];
+  __shared__ float weights[kMaxCachedParts];
   __shared__ float partial[kWarps][kTile];
   const int row = blockIdx.x;
+  const int column0 = blockIdx.y * kTile;
   const int warp = threadIdx.x / kWarpSize;
   const int lane = threadIdx.x % kWarpSize;
   auto part_row = [&](int p) { return static_cast<int64_t>(p) * a.n_rows + row; };
@@ -40,44 +46,57 @@ __global__ void __launch_bounds__(kThreads) MergeKernel(MergeArgs a) {
     if (a.l[part_row(p)] > 0) m = fmaxf(m, a.m[part_row(p)]);
   }
   m = BlockReduce<true>(m, scratch);
+  auto weight_of = [&](int p) {
+    const float part_l = a.l[part_row(p)];
+    return (m != -INFINITY && part_l > 0) ? part_l * expf(a.m[part_row(p)] - m) : 0.0f;
+  };
   float l = 0;
-  if (m != -INFINITY) {
-    for (int p = threadIdx.x; p < a.n_parts; p += kThreads) {
-      const float part_l = a.l[part_row(p)];
-      if (part_l > 0) l += part_l * expf(a.m[part_row(p)] - m);
-    }
+  for (int p = threadIdx.x; p < a.n_parts; p += kThreads) {
+    const float weight = weight_of(p);
+    if (p < kMaxCachedParts) weights[p] = weight;
+    l += weight;
   }
-  l = BlockReduce<false>(l, scratch);
+  l = BlockReduce<false>(l, scratch);  // its barrier also publishes `weights`
 
-  float* out = a.out_o + static_cast<int64_t>(row) * a.head_dim;
-  const float inverse_l = l > 0 ? 1.0f / l : 0.0f;
-  for (int tile = 0; tile < a.head_dim; tile += kTile) {
-    float acc[kColumnsPerLane] = {};
-    if (l > 0) {
-      for (int p = warp; p < a.n_parts; p += kWarps) {
-        const float part_l = a.l[part_row(p)];
-        if (!(part_l > 0)) continue;
-        const float weight = part_l * expf(a.m[part_row(p)] - m);
-        const float* o = a.o + part_row(p) * a.head_dim + tile;
+  float acc[kColumnsPerLane] = {};
+  if (l > 0) {
+    const int columns = min(kTile, a.head_dim - column0);
+    for (int p0 = warp * kUnroll; p0 < a.n_parts; p0 += kWarps * kUnroll) {
+      float values[kUnroll][kColumnsPerLane];
+      float part_weights[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int p = p0 + u;
+        part_weights[u] = p >= a.n_parts ? 0.0f : p < kMaxCachedParts ? weights[p] : weight_of(p);
+        const float* o = a.o + part_row(min(p, a.n_parts - 1)) * a.head_dim + column0;
 #pragma unroll
         for (int e = 0; e < kColumnsPerLane; ++e) {
           const int c = lane + e * kWarpSize;
-          if (tile + c < a.head_dim) acc[e] += weight * o[c];
+          values[u][e] = c < columns ? o[c] : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+#pragma unroll
+        for (int e = 0; e < kColumnsPerLane; ++e) {
+          // A zero weight may meet a part that was never written (an empty split): skip it.
+          if (part_weights[u] > 0) acc[e] += part_weights[u] * values[u][e];
         }
       }
     }
-#pragma unroll
-    for (int e = 0; e < kColumnsPerLane; ++e) partial[warp][lane + e * kWarpSize] = acc[e];
-    __syncthreads();
-    for (int c = threadIdx.x; c < kTile && tile + c < a.head_dim; c += kThreads) {
-      float sum = 0;
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) sum += partial[w][c];
-      out[tile + c] = sum * inverse_l;
-    }
-    __syncthreads();
   }
-  if (threadIdx.x == 0) {
+#pragma unroll
+  for (int e = 0; e < kColumnsPerLane; ++e) partial[warp][lane + e * kWarpSize] = acc[e];
+  __syncthreads();
+  float* out = a.out_o + static_cast<int64_t>(row) * a.head_dim + column0;
+  const float inverse_l = l > 0 ? 1.0f / l : 0.0f;
+  for (int c = threadIdx.x; c < kTile && column0 + c < a.head_dim; c += kThreads) {
+    float sum = 0;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) sum += partial[w][c];
+    out[c] = sum * inverse_l;
+  }
+  if (threadIdx.x == 0 && blockIdx.y == 0) {
     a.out_m[row] = l > 0 ? m : -INFINITY;
     a.out_l[row] = l;
   }
@@ -86,7 +105,9 @@ __global__ void __launch_bounds__(kThreads) MergeKernel(MergeArgs a) {
 }  // namespace
 
 cudaError_t LaunchMerge(const MergeArgs& args, cudaStream_t stream) {
-  MergeKernel<<<args.n_rows, kThreads, 0, stream>>>(args);
+  if (args.n_rows == 0) return cudaSuccess;
+  const dim3 grid(args.n_rows, (args.head_dim + kTile - 1) / kTile);
+  MergeKernel<<<grid, kThreads, 0, stream>>>(args);
   return cudaGetLastError();
 }
 

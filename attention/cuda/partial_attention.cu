@@ -1,10 +1,10 @@
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include <cuda_pipeline.h>
 
 #include "attention/cuda/cuda_common.cuh"
+#include "attention/cuda/decode_mma.cuh"
 #include "attention/cuda/merge.cuh"
 #include "attention/cuda/partial_attention.cuh"
 
@@ -423,21 +423,29 @@ template <typename T, int HEAD_DIM, int ROWS>
 cudaError_t LaunchSplit(const SplitParams& params, int n_splits, int n_kv_heads,
                         cudaStream_t stream) {
   using L = RowLayout<T, HEAD_DIM, ROWS>;
-  // Opt in to more than 48 KiB of dynamic shared memory, once per kernel and device.
-  constexpr int kMaxDevices = 64;
-  static std::atomic<bool> configured[kMaxDevices];
-  int device = 0;
-  if (const cudaError_t error = cudaGetDevice(&device); error != cudaSuccess) return error;
-  if (device >= kMaxDevices || !configured[device].load(std::memory_order_acquire)) {
-    const cudaError_t error = cudaFuncSetAttribute(SplitKvKernel<T, HEAD_DIM, ROWS>,
-                                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                   static_cast<int>(L::kSharedBytes));
-    if (error != cudaSuccess) return error;
-    if (device < kMaxDevices) configured[device].store(true, std::memory_order_release);
+  if (const cudaError_t error =
+          AllowDynamicSharedMemory<SplitKvKernel<T, HEAD_DIM, ROWS>>(L::kSharedBytes);
+      error != cudaSuccess) {
+    return error;
   }
   SplitKvKernel<T, HEAD_DIM, ROWS>
       <<<dim3(n_kv_heads, n_splits), kThreads, L::kSharedBytes, stream>>>(params);
   return cudaGetLastError();
+}
+
+template <typename T, int HEAD_DIM>
+cudaError_t LaunchSplitForRows(const SplitParams& params, int n_splits, int n_kv_heads,
+                               cudaStream_t stream) {
+  switch (DecodeRowsBucket(params.rows)) {
+    case 1:
+      return LaunchSplit<T, HEAD_DIM, 1>(params, n_splits, n_kv_heads, stream);
+    case 2:
+      return LaunchSplit<T, HEAD_DIM, 2>(params, n_splits, n_kv_heads, stream);
+    case 4:
+      return LaunchSplit<T, HEAD_DIM, 4>(params, n_splits, n_kv_heads, stream);
+    default:
+      return LaunchSplit<T, HEAD_DIM, 8>(params, n_splits, n_kv_heads, stream);
+  }
 }
 
 template <typename T, int HEAD_DIM>
@@ -456,21 +464,12 @@ cudaError_t LaunchForHeadDim(const PartialAttentionArgs& a, const PartialAttenti
     params.m = scratch + plan.n_splits * total_rows * HEAD_DIM;
     params.l = params.m + plan.n_splits * total_rows;
   }
-  cudaError_t error = cudaSuccess;
-  switch (DecodeRowsBucket(params.rows)) {
-    case 1:
-      error = LaunchSplit<T, HEAD_DIM, 1>(params, plan.n_splits, a.n_kv_heads, stream);
-      break;
-    case 2:
-      error = LaunchSplit<T, HEAD_DIM, 2>(params, plan.n_splits, a.n_kv_heads, stream);
-      break;
-    case 4:
-      error = LaunchSplit<T, HEAD_DIM, 4>(params, plan.n_splits, a.n_kv_heads, stream);
-      break;
-    default:
-      error = LaunchSplit<T, HEAD_DIM, 8>(params, plan.n_splits, a.n_kv_heads, stream);
-      break;
-  }
+  // f16 keys and values of the usual head sizes go to the tensor cores.
+  const cudaError_t error =
+      MmaDecodeSupports(a.kv_dtype, HEAD_DIM, params.rows)
+          ? LaunchMmaDecodeSplits(a, group, plan.keys_per_split, plan.n_splits, params.o, params.m,
+                                  params.l, stream)
+          : LaunchSplitForRows<T, HEAD_DIM>(params, plan.n_splits, a.n_kv_heads, stream);
   if (error != cudaSuccess || plan.n_splits == 1) return error;
   MergeArgs merge;
   merge.o = params.o;
@@ -515,10 +514,13 @@ PartialAttentionPlan PlanPartialAttention(const PartialAttentionArgs& a, int n_s
   const int rows = a.n_q * (a.n_heads / a.n_kv_heads);
   plan.split_kv = rows <= kMaxDecodeRows;
   if (!plan.split_kv) return plan;
-  // Enough blocks to fill the device a few times over, at least kMinKeysPerSplit keys a split
-  // (fewer make the per-split partials and their merge cost more than the keys).
+  // One wave of blocks (a second one pays each block's start, the query and the pipeline fill,
+  // and its end, the warp merge and the partial's write, again), at least kMinKeysPerSplit keys
+  // a split (fewer make the per-split partials and their merge cost more than the keys). The
+  // tensor-core kernel fits two blocks on an SM, the other four.
   constexpr int kMinKeysPerSplit = 128;
-  const int target_blocks = 4 * std::max(n_sms, 1);  // the split kernel's blocks per SM
+  const int blocks_per_sm = MmaDecodeSupports(a.kv_dtype, a.head_dim, rows) ? 2 : 4;
+  const int target_blocks = blocks_per_sm * std::max(n_sms, 1);
   int n_splits = std::max(1, (target_blocks + a.n_kv_heads - 1) / a.n_kv_heads);
   n_splits = std::min(n_splits, std::max(1, (a.n_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
   const int keys = std::max(1, (a.n_kv + n_splits - 1) / n_splits);

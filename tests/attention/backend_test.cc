@@ -134,6 +134,13 @@ TEST_P(BackendTest, PartialAttentionReadsF16AndBf16KeysAndValues) {
     CheckPartialAttention(*backend_, {1, 2049, 32, 8, 128, dtype, false}, 2e-5);
     CheckPartialAttention(*backend_, {20, 300, 8, 2, 64, dtype, true}, 2e-5);
     CheckPartialAttention(*backend_, {2, 100, 6, 2, 80, dtype, false}, 2e-5);
+    // Decode shapes of the tensor-core kernel (f16, head_dim 64 and 128, 1 to 8 rows per KV
+    // head, key counts off the 16-key tiles and across many splits, causal masks).
+    CheckPartialAttention(*backend_, {1, 4097, 8, 8, 128, dtype, false}, 2e-5);
+    CheckPartialAttention(*backend_, {1, 33, 24, 8, 128, dtype, false}, 2e-5);
+    CheckPartialAttention(*backend_, {2, 1001, 8, 2, 64, dtype, true}, 2e-5);
+    CheckPartialAttention(*backend_, {1, 40000, 32, 8, 128, dtype, false}, 2e-5);
+    CheckPartialAttention(*backend_, {1, 7, 2, 1, 64, dtype, true}, 2e-5);
   }
 }
 
