@@ -69,6 +69,51 @@ __device__ __forceinline__ float WarpSum(float x) {
   return x;
 }
 
+// Where a split kernel's block writes its partial, and how its rows map to heads.
+struct SplitOutput {
+  float* o;            // [n_splits, total_rows, head_dim]
+  float* m;            // [n_splits, total_rows], natural log
+  float* l;            // [n_splits, total_rows]
+  int64_t total_rows;  // n_q × n_heads
+  int n_heads;
+  int group;  // query heads per KV head: row r of a KV head is query r / group, head r % group
+};
+
+// The end of a split kernel's block: merges its warps' partials of `rows` rows of KV head
+// kv_head (sums [kWarps][kRows][HEAD_DIM], maxima in the log2 domain, sums of weights) with the
+// log-sum-exp rule and writes the split's partial. Every thread of the block takes part.
+template <int kWarps, int kRows, int HEAD_DIM>
+__device__ __forceinline__ void WriteSplitPartial(const float (*warp_acc)[kRows][HEAD_DIM],
+                                                  const float (*warp_m)[kRows],
+                                                  const float (*warp_l)[kRows], int rows,
+                                                  int kv_head, int split, const SplitOutput& out) {
+  for (int idx = threadIdx.x; idx < rows * HEAD_DIM; idx += kWarps * kWarpSize) {
+    const int r = idx / HEAD_DIM;
+    const int c = idx % HEAD_DIM;
+    float top = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kWarps; ++w) top = fmaxf(top, warp_m[w][r]);
+    float sum = 0;
+    float total = 0;
+    if (top != -INFINITY) {
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) {
+        const float weight = warp_m[w][r] == -INFINITY ? 0.0f : exp2f(warp_m[w][r] - top);
+        sum += weight * warp_acc[w][r][c];
+        total += weight * warp_l[w][r];
+      }
+    }
+    const int64_t row =
+        static_cast<int64_t>(r / out.group) * out.n_heads + kv_head * out.group + r % out.group;
+    const int64_t at = split * out.total_rows + row;
+    out.o[at * HEAD_DIM + c] = total > 0 ? sum / total : 0.0f;
+    if (c == 0) {
+      out.m[at] = total > 0 ? top * 0.6931471805599453f : -INFINITY;
+      out.l[at] = total;
+    }
+  }
+}
+
 // Lets kKernel launch with `bytes` of dynamic shared memory (above 48 KiB a kernel must opt in),
 // asking the driver once per kernel and device.
 template <auto kKernel>

@@ -287,32 +287,9 @@ __global__ void __launch_bounds__(kThreads, 2) MmaDecodeKernel(MmaParams p) {
   }
   __syncthreads();
 
-  // Merge the warps and write this split's partial.
-  const int64_t total_rows = static_cast<int64_t>(a.n_q) * a.n_heads;
-  for (int idx = threadIdx.x; idx < p.rows * HEAD_DIM; idx += kThreads) {
-    const int r = idx / HEAD_DIM;
-    const int col = idx % HEAD_DIM;
-    float best = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) best = fmaxf(best, warp_m[w][r]);
-    float sum = 0;
-    float total = 0;
-    if (best != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float weight = warp_m[w][r] == -INFINITY ? 0.0f : exp2f(warp_m[w][r] - best);
-        sum += weight * warp_acc[w][r][col];
-        total += weight * warp_l[w][r];
-      }
-    }
-    const int64_t row =
-        static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group + r % p.group;
-    p.o[(split * total_rows + row) * HEAD_DIM + col] = total > 0 ? sum / total : 0.0f;
-    if (col == 0) {
-      p.m[split * total_rows + row] = total > 0 ? best * 0.6931471805599453f : -INFINITY;
-      p.l[split * total_rows + row] = total;
-    }
-  }
+  WriteSplitPartial<kWarps, kMmaDecodeMaxRows, HEAD_DIM>(
+      warp_acc, warp_m, warp_l, p.rows, kv_head, split,
+      {p.o, p.m, p.l, static_cast<int64_t>(a.n_q) * a.n_heads, a.n_heads, p.group});
 }
 
 template <int HEAD_DIM>

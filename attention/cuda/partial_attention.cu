@@ -307,31 +307,9 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
   }
   __syncthreads();
 
-  // Merge the warps and write this split's partial.
-  const int64_t total_rows = static_cast<int64_t>(a.n_q) * a.n_heads;
-  for (int idx = threadIdx.x; idx < p.rows * HEAD_DIM; idx += kThreads) {
-    const int r = idx / HEAD_DIM;
-    const int c = idx % HEAD_DIM;
-    float top = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) top = fmaxf(top, warp_m[w][r]);
-    float sum = 0, total = 0;
-    if (top != -INFINITY) {
-#pragma unroll
-      for (int w = 0; w < kWarps; ++w) {
-        const float weight = warp_m[w][r] == -INFINITY ? 0.0f : exp2f(warp_m[w][r] - top);
-        sum += weight * warp_acc[w][r][c];
-        total += weight * warp_l[w][r];
-      }
-    }
-    const int64_t row =
-        static_cast<int64_t>(r / p.group) * a.n_heads + kv_head * p.group + r % p.group;
-    p.o[(split * total_rows + row) * HEAD_DIM + c] = total > 0 ? sum / total : 0.0f;
-    if (c == 0) {
-      p.m[split * total_rows + row] = total > 0 ? top * 0.6931471805599453f : -INFINITY;
-      p.l[split * total_rows + row] = total;
-    }
-  }
+  WriteSplitPartial<kWarps, ROWS, HEAD_DIM>(
+      warp_acc, warp_m, warp_l, p.rows, kv_head, split,
+      {p.o, p.m, p.l, static_cast<int64_t>(a.n_q) * a.n_heads, a.n_heads, p.group});
 }
 
 // One warp per (query row, head) pair; a block's pairs share a KV head and its key tiles.
