@@ -1,6 +1,6 @@
-// A federation of real processes over mTLS: silo-coordinator and three silo-node institutions,
-// each holding a disjoint third of the Python FAQ (python3.11-doc). One test walks through what
-// the services issue asks for, in order:
+// A federation of real processes over mTLS: silo-coordinator, three silo-node institutions, each
+// holding a disjoint third of the Python FAQ (python3.11-doc), and a compute node. One test walks
+// through what the services issue asks for, in order:
 //   1. nodes register, heartbeat and probe each other periodically (matrix filled without being
 //      asked), and on demand (siloctl nodes --probe);
 //   2. federated retrieval returns the same global top-10 as one index over the union, by score
@@ -79,7 +79,7 @@ class FederationTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(decoder_, silo::testing::DefaultModelPath());
     ASSERT_OK_AND_ASSIGN(embedder_, silo::testing::EmbedderDir());
     std::vector<std::string> role_ids = {"coordinator/coord", "operator/op",
-                                         "institution/querier-x"};
+                                         "institution/querier-x", "compute/comp-1"};
     for (const std::string& id : kInstitutions) role_ids.push_back("institution/" + id);
     ASSERT_OK(silo::testing::MakeDevCertificates(certs(), role_ids).status());
     std::ofstream(dir_.path() / "node.key") << kKeyHex << "\n";
@@ -116,6 +116,11 @@ class FederationTest : public ::testing::Test {
           << "  tls: {ca: certs/ca.pem, cert: certs/" << id << ".pem, key: certs/" << id
           << ".key}\n";
     }
+    // A compute node: no corpus, no models.
+    std::ofstream(dir_.path() / "comp-1.yaml")
+        << "node_id: comp-1\nrole: compute\nserve:\n  listen: 127.0.0.1:0\n"
+        << "  coordinator: 127.0.0.1:" << coordinator_port_ << "\n"
+        << "  tls: {ca: certs/ca.pem, cert: certs/comp-1.pem, key: certs/comp-1.key}\n";
   }
 
   fs::path certs() const { return dir_.path() / "certs"; }
@@ -248,15 +253,23 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
                                  (dir_.path() / (id + ".yaml")).string()},
         dir_.path() / (id + ".log"));
   }
-  for (const std::string& id : kInstitutions) {
-    ASSERT_OK(nodes[id]->WaitForLine("serving " + id + " on", kStartTimeout).status());
+  nodes["comp-1"] = std::make_unique<ChildProcess>(
+      std::vector<std::string>{SILO_NODE_BINARY, "serve", "--config",
+                               (dir_.path() / "comp-1.yaml").string()},
+      dir_.path() / "comp-1.log");
+  for (const auto& [id, node] : nodes) {
+    ASSERT_OK(node->WaitForLine("serving " + id + " on", kStartTimeout).status());
   }
-  WaitForOnline(kInstitutions.size());
+  WaitForOnline(nodes.size());
   std::map<std::string, std::string> address_of;
   for (const v1::NodeStatus& node : ListNodes()) {
-    address_of[node.node().node_id()] = node.node().address();
-    EXPECT_EQ(node.node().cert_identity(), "spiffe://silo/institution/" + node.node().node_id());
-    EXPECT_GT(node.node().capabilities().n_chunks(), 0U);
+    const std::string& id = node.node().node_id();
+    address_of[id] = node.node().address();
+    const bool compute = id == "comp-1";
+    EXPECT_EQ(node.node().role(), compute ? v1::NODE_ROLE_COMPUTE : v1::NODE_ROLE_INSTITUTION);
+    EXPECT_EQ(node.node().cert_identity(),
+              StrCat("spiffe://silo/", compute ? "compute/" : "institution/", id));
+    EXPECT_EQ(node.node().capabilities().n_chunks() > 0, !compute) << id;
   }
 
   // 1. Network: the periodic probes (every second) fill the matrix without being asked.
@@ -264,7 +277,7 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
     SCOPED_TRACE("network measurement");
     auto stub = v1::CoordinatorService::NewStub(Channel(coordinator_address(), "op"));
     size_t links = 0;
-    for (int attempt = 0; attempt < 100 && links < 6; ++attempt) {
+    for (int attempt = 0; attempt < 100 && links < 12; ++attempt) {
       grpc::ClientContext context;
       context.set_deadline(Deadline(10));
       v1::GetNetworkMatrixResponse matrix;
@@ -272,17 +285,17 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
       links = static_cast<size_t>(matrix.links_size());
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
     }
-    EXPECT_EQ(links, 6U) << "3 nodes measure each other: 6 directed links";
+    EXPECT_EQ(links, 12U) << "4 nodes measure each other: 12 directed links";
     const auto [code, output] = Siloctl({"nodes", "--probe"});
     EXPECT_EQ(code, 0) << output;
-    for (const std::string& id : kInstitutions) EXPECT_THAT(output, HasSubstr(id));
+    for (const auto& [id, node] : nodes) EXPECT_THAT(output, HasSubstr(id));
     EXPECT_THAT(output, HasSubstr("online"));
     EXPECT_THAT(output, ::testing::Not(HasSubstr("did not answer")));
     grpc::ClientContext context;
     context.set_deadline(Deadline(10));
     v1::GetNetworkMatrixResponse matrix;
     ASSERT_TRUE(stub->GetNetworkMatrix(&context, {}, &matrix).ok());
-    ASSERT_EQ(matrix.links_size(), 6);
+    ASSERT_EQ(matrix.links_size(), 12);
     for (const v1::NetworkLink& link : matrix.links()) {
       EXPECT_GT(link.rtt_ms(), 0);
       EXPECT_LT(link.rtt_ms(), 1000);
@@ -447,7 +460,7 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
     ASSERT_TRUE(control->Health(&context, {}, &health).ok());
     EXPECT_TRUE(health.serving());
     EXPECT_EQ(retrieve(good), grpc::StatusCode::OK);
-    for (const std::string& id : kInstitutions) EXPECT_TRUE(nodes[id]->running()) << id;
+    for (const auto& [id, node] : nodes) EXPECT_TRUE(node->running()) << id;
   }
 
   // 4. An institution dies: the query reports it and answers from the others; it goes down.
@@ -485,8 +498,8 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
   ASSERT_OK(coordinator->WaitForLine("serving coordinator on", kStartTimeout).status());
   std::set<std::string> recovered;
   for (const v1::NodeStatus& node : ListNodes()) recovered.insert(node.node().node_id());
-  EXPECT_EQ(recovered, std::set<std::string>(kInstitutions.begin(), kInstitutions.end()));
-  WaitForOnline(2);
+  EXPECT_EQ(recovered, (std::set<std::string>{"comp-1", "inst-a", "inst-b", "inst-c"}));
+  WaitForOnline(3);
   {
     const auto [code, output] = Siloctl({"sessions", "--limit", "100"});
     EXPECT_EQ(code, 0) << output;
