@@ -87,6 +87,10 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     builder.RegisterService(server->retrieval_service_.get());
     builder.RegisterService(server->query_service_.get());
   }
+  if (config.role == "compute") {
+    server->attention_service_ = std::make_unique<ScrambledAttentionService>();
+    builder.RegisterService(server->attention_service_.get());
+  }
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || port == 0) {
     return absl::UnavailableError(StrCat("cannot listen on ", serve.listen));

@@ -1,6 +1,7 @@
 // `silo-node serve`: the node as a federation member (DESIGN.md §1, §5, §8). It checks that its
 // certificate names the configured id and role, opens its corpus (institution, device), serves
-// NodeControlService, RetrievalService and QueryService over mTLS, registers with the
+// NodeControlService, RetrievalService and QueryService (with a corpus) or
+// ScrambledAttentionService (compute) over mTLS, registers with the
 // coordinator (retrying until it answers), sends heartbeats, re-registers when the coordinator
 // lost it, and probes its peers at the interval the coordinator asks for, reporting the
 // measurements.
@@ -24,6 +25,7 @@
 #include "node/peer_channels.h"
 #include "node/query_service.h"
 #include "node/retrieval_service.h"
+#include "node/scrambled_attention_service.h"
 #include "retrieval/knowledge_base.h"
 
 namespace silo::node {
@@ -59,6 +61,7 @@ class NodeServer {
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<RetrievalService> retrieval_service_;
   std::unique_ptr<QueryService> query_service_;
+  std::unique_ptr<ScrambledAttentionService> attention_service_;  // compute nodes
   std::unique_ptr<grpc::Server> server_;
 
   // Coordinator link state, owned by CoordinatorLoop.

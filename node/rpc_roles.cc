@@ -28,6 +28,11 @@ const std::vector<RpcRule>& Rules() {
        "/silo.v1.NodeControlService/Health",
        {kInstitution, kDevice, kCompute, kCoordinator, kOperator}},
       {Server::kNode, "/silo.v1.QueryService/Query", {kCoordinator}},
+      // compute nodes: the querier opens, attends and closes; owners upload
+      {Server::kNode, "/silo.v1.ScrambledAttentionService/OpenSession", {kInstitution, kDevice}},
+      {Server::kNode, "/silo.v1.ScrambledAttentionService/UploadScrambledKv", {kInstitution}},
+      {Server::kNode, "/silo.v1.ScrambledAttentionService/Attend", {kInstitution, kDevice}},
+      {Server::kNode, "/silo.v1.ScrambledAttentionService/CloseSession", {kInstitution, kDevice}},
       // silo-coordinator
       {Server::kCoordinator,
        "/silo.v1.CoordinatorService/RegisterNode",

@@ -24,6 +24,7 @@
 #include "node/query_service.h"
 #include "node/retrieval_service.h"
 #include "node/rpc_roles.h"
+#include "node/scrambled_attention_service.h"
 #include "tests/testing/dev_certs.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -97,8 +98,8 @@ class AuthorizationTest : public ::testing::Test {
   static void TearDownTestSuite() { delete dir_; }
 
   void SetUp() override {
-    // silo-node's services, as NodeServer registers them for a node with a corpus (here none:
-    // the handlers answer FAILED_PRECONDITION past the role check).
+    // silo-node's services, those of a node with a corpus (here none: the handlers answer
+    // FAILED_PRECONDITION past the role check) and those of a compute node, on one server.
     ASSERT_OK_AND_ASSIGN(node_tls_, crypto::LoadTlsMaterial(Files("ca", "inst-a")));
     peers_ = std::make_unique<node::PeerChannels>(node_tls_);
     control_ = std::make_unique<node::ControlService>(*peers_);
@@ -117,6 +118,7 @@ class AuthorizationTest : public ::testing::Test {
     builder.RegisterService(control_.get());
     builder.RegisterService(retrieval_.get());
     builder.RegisterService(query_.get());
+    builder.RegisterService(&attention_);
     node_server_ = builder.BuildAndStart();
     ASSERT_NE(node_server_, nullptr);
     node_address_ = "127.0.0.1:" + std::to_string(port);
@@ -153,6 +155,7 @@ class AuthorizationTest : public ::testing::Test {
   std::unique_ptr<node::ChunkHandles> handles_;
   std::unique_ptr<node::RetrievalService> retrieval_;
   std::unique_ptr<node::QueryService> query_;
+  node::ScrambledAttentionService attention_;
   std::unique_ptr<grpc::Server> node_server_;
   std::string node_address_;
   std::unique_ptr<coordinator::CoordinatorServer> coordinator_;
@@ -215,6 +218,7 @@ TEST(RpcRules, CoverExactlyTheServedMethods) {
       {Server::kNode, "silo.v1.NodeControlService"},
       {Server::kNode, "silo.v1.RetrievalService"},
       {Server::kNode, "silo.v1.QueryService"},
+      {Server::kNode, "silo.v1.ScrambledAttentionService"},
       {Server::kCoordinator, "silo.v1.CoordinatorService"},
       {Server::kCoordinator, "silo.v1.QueryService"}};
   // Linking the generated code registers the descriptors.
