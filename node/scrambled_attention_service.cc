@@ -218,9 +218,7 @@ grpc::Status ScrambledAttentionService::OpenSession(grpc::ServerContext* context
     return Invalid(StrCat("n_kv_heads must be in [1, ", kMaxKvHeads, "]"));
   }
   const uint32_t head_dim = request->head_dim();
-  if (head_dim < 16 || head_dim > 512 || (head_dim & (head_dim - 1)) != 0) {
-    return Invalid("head_dim must be a power of two in [16, 512]");
-  }
+  if (head_dim < 1 || head_dim > 512) return Invalid("head_dim must be in [1, 512]");
   const size_t wire_bytes = KvElementBytes(request->kv_dtype());
   if (wire_bytes == 0) return Invalid("kv_dtype must be F32, F16, BF16 or I8");
   if (request->owners_size() < 1 || request->owners_size() > static_cast<int>(kMaxOwners)) {

@@ -301,7 +301,7 @@ TEST_F(ScrambledAttentionServiceTest, PartialsEqualAttentionOverTheUploadedBlock
 
 TEST_F(ScrambledAttentionServiceTest, RefusesBadLayoutsStrangersAndRepeats) {
   v1::OpenSessionRequest bad = Layout(v1::DTYPE_F16);
-  bad.set_head_dim(80);
+  bad.set_head_dim(513);
   EXPECT_EQ(Open(bad).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   bad = Layout(v1::DTYPE_F16);
   bad.set_first_layer(3);

@@ -1,0 +1,92 @@
+// One owner's scramblers in one FedRAG session (DESIGN.md §6), as the owner and the querier
+// both hold them: from the session secret of their key exchange, each (layer, KV head, key
+// block) has its own Φ (keys), Ψ (values) and Π (rows), drawn from seeds that
+// crypto::DeriveScramblerSeeds derives and attention/ expands. The owner turns its K (after
+// RoPE) and V into the UploadScrambledKv messages for the compute node; the querier turns its
+// query rows into the HeadQuery of each key block and the compute node's partials back into
+// plain (m, l, o) to merge with its own. The compute node sees none of this.
+//
+// Thread-compatible: const methods may run concurrently; each builds what it needs.
+#ifndef SILO_NODE_FEDRAG_SCRAMBLER_H_
+#define SILO_NODE_FEDRAG_SCRAMBLER_H_
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "attention/key_schedule.h"
+#include "attention/scrambler.h"
+#include "crypto/secret_bytes.h"
+#include "silo/v1/node.pb.h"
+
+namespace silo::node {
+
+struct FedRagScramblerOptions {
+  std::string session_id;  // 16 bytes
+  int32_t head_dim = 0;    // the model's; scrambled rows are padded to a power of two
+  attention::ScramblerOptions mixer;
+  attention::KeyScope key_scope = attention::KeyScope::kSession;
+  int32_t block_rows = 0;           // with KeyScope::kBlock
+  std::vector<int32_t> chunk_rows;  // the owner's selected chunks, in virtual-position order
+};
+
+// A partial of a key block, unscrambled: [n_rows] m and l, [n_rows, head_dim] o.
+struct PlainPartial {
+  std::vector<float> m, l, o;
+};
+
+class FedRagScrambler {
+ public:
+  // InvalidArgument for a session id that is not 16 bytes, a head_dim outside [1, 512] or a bad
+  // key plan; the errors of the key schedule.
+  static absl::StatusOr<FedRagScrambler> Create(const crypto::SecretBytes& session_secret,
+                                                FedRagScramblerOptions options);
+
+  const std::vector<attention::KeyBlock>& blocks() const { return blocks_; }
+  int32_t padded_dim() const { return padded_dim_; }
+  // Rows of each key block, as OpenSessionRequest.owners[].key_rows wants them.
+  std::vector<uint32_t> key_rows() const;
+
+  // Owner: K′ = Π·K·Φ and V′ = Π·V·Ψ of every key block of (layer, kv_head) on the wire as
+  // `wire_dtype` (F32 or F16). k and v: [total rows, head_dim] f32, K after RoPE.
+  // InvalidArgument for wrong sizes or dtypes.
+  absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> ScrambleKv(uint32_t layer,
+                                                                       uint32_t kv_head,
+                                                                       std::span<const float> k,
+                                                                       std::span<const float> v,
+                                                                       v1::DType wire_dtype) const;
+
+  // Querier: q′ = q·Φ^{-T} of key block `key_index` for the owner at `owner_index` of the
+  // session. q: [n_rows, head_dim] f32.
+  absl::StatusOr<v1::HeadQuery> ScrambleQuery(uint32_t owner_index, uint32_t layer,
+                                              uint32_t kv_head, int32_t key_index,
+                                              std::span<const float> q) const;
+
+  // Querier: o = o′·Ψ⁻¹ of a partial the compute node returned for (layer, kv_head, key).
+  // InvalidArgument for a malformed partial.
+  absl::StatusOr<PlainPartial> Unscramble(uint32_t layer, uint32_t kv_head,
+                                          const v1::AttentionPartial& partial) const;
+
+ private:
+  FedRagScrambler(crypto::SecretBytes secret, FedRagScramblerOptions options,
+                  std::vector<attention::KeyBlock> blocks, int32_t padded_dim)
+      : secret_(std::move(secret)),
+        options_(std::move(options)),
+        blocks_(std::move(blocks)),
+        padded_dim_(padded_dim) {}
+
+  struct KeyScramblers;
+  absl::StatusOr<KeyScramblers> ScramblersOf(uint32_t layer, uint32_t kv_head,
+                                             int32_t key_index) const;
+
+  crypto::SecretBytes secret_;
+  FedRagScramblerOptions options_;
+  std::vector<attention::KeyBlock> blocks_;
+  int32_t padded_dim_ = 0;
+};
+
+}  // namespace silo::node
+
+#endif  // SILO_NODE_FEDRAG_SCRAMBLER_H_
