@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/strings.h"
+#include "crypto/signing.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/testing/dev_certs.h"
@@ -256,6 +257,22 @@ TEST(PeerIdentityFromCertificatePemTest, ScriptMadeCertificatesNameTheirIdentity
   // The CA has no silo identity.
   ASSERT_OK_AND_ASSIGN(std::string ca_pem, ReadPemFile((dir.path() / "ca.pem").string()));
   EXPECT_THAT(PeerIdentityFromCertificatePem(ca_pem), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// A node's certificate key is Ed25519, so it also signs the node's half of the FedRAG key
+// exchange, and a peer verifies that signature with the key in the certificate.
+TEST(MakeDevCaTest, NodeKeysSignAndCertificatesVerify) {
+  TempDir dir;
+  ASSERT_OK(MakeDevCertificates(dir.path(), {"institution/inst-a", "institution/inst-b"}));
+  const NodePems a = ReadNode(dir.path(), "inst-a");
+  const NodePems b = ReadNode(dir.path(), "inst-b");
+  ASSERT_OK_AND_ASSIGN(const SigningKey signing, SigningKey::FromPem(a.key));
+  ASSERT_OK_AND_ASSIGN(const VerifyingKey verifying, VerifyingKey::FromCertificatePem(a.cert));
+  ASSERT_OK_AND_ASSIGN(const VerifyingKey other, VerifyingKey::FromCertificatePem(b.cert));
+  const std::vector<uint8_t> message = {1, 2, 3, 4};
+  ASSERT_OK_AND_ASSIGN(const std::vector<uint8_t> signature, signing.Sign(message));
+  EXPECT_OK(verifying.Verify(message, signature));
+  EXPECT_THAT(other.Verify(message, signature), StatusIs(absl::StatusCode::kUnauthenticated));
 }
 
 TEST(PeerIdentityFromCertificatePemTest, IgnoresUrisOfOtherTrustDomains) {
