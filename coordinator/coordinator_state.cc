@@ -80,6 +80,10 @@ std::string SessionKey(uint64_t seq, std::string_view session_id) {
 }
 
 // Node ids hold no '\0', which sorts before every allowed character: keys sort by (from, to).
+// What placement assumes of a link never measured: slow enough that measured ones win.
+constexpr double kUnmeasuredRttMs = 50;
+constexpr double kUnmeasuredThroughputMbps = 100;
+
 std::string LinkKey(std::string_view from, std::string_view to) {
   std::string key(from);
   key.push_back('\0');
@@ -270,6 +274,101 @@ struct CoordinatorState::Impl {
     if (!status.ok()) {
       SILO_LOG(Warning) << status;
     }
+  }
+
+  // The smoothed RTT (ms) and throughput (Mbit/s) between two nodes, from either direction's
+  // measurements (their mean when both exist); pessimistic guesses for a link never measured,
+  // so that measured nodes are preferred.
+  std::pair<double, double> LinkCost(const std::string& a, const std::string& b) const {
+    double rtt = 0;
+    double throughput = 0;
+    int n_rtt = 0;
+    int n_throughput = 0;
+    for (const auto& key : {std::make_pair(a, b), std::make_pair(b, a)}) {
+      const auto it = links.find(key);
+      if (it == links.end()) continue;
+      rtt += it->second.rtt_ms();
+      ++n_rtt;
+      if (it->second.throughput_mbps() > 0) {
+        throughput += it->second.throughput_mbps();
+        ++n_throughput;
+      }
+    }
+    return {n_rtt > 0 ? rtt / n_rtt : kUnmeasuredRttMs,
+            n_throughput > 0 ? throughput / n_throughput : kUnmeasuredThroughputMbps};
+  }
+
+  // FedRAG placement (DESIGN.md §6, §8): the online compute node with the lowest estimated
+  //   TTFT + max_tokens × per-token cost, where
+  //   per-token cost = n_layers × RTT(querier, compute)        (one exchange per layer)
+  //   TTFT = max over owners of (RTT(owner, compute) + K′/V′ bytes / throughput(owner, compute))
+  //          + per-token cost                                   (the question's prefill step)
+  // with each owner's K′/V′ taken as its share of n_context_tokens in f16. Resolves the privacy
+  // knobs left at their defaults. Ties go to the lower node id.
+  absl::Status PlaceCompute(const v1::PlaceSessionRequest& request, const v1::NodeInfo& querier,
+                            absl::Time now, v1::Placement& placement) const {
+    const v1::ModelFingerprint& model = querier.model();
+    if (model.n_layers() == 0 || model.n_kv_heads() == 0 || model.head_dim() == 0) {
+      return absl::FailedPreconditionError(
+          StrCat("querier '", querier.node_id(), "' registered no model shape"));
+    }
+    v1::PrivacySettings privacy = request.privacy();
+    if (privacy.key_scope() == v1::KEY_SCOPE_UNSPECIFIED)
+      privacy.set_key_scope(v1::KEY_SCOPE_SESSION);
+    if (privacy.mixer() == v1::MIXER_UNSPECIFIED) privacy.set_mixer(v1::MIXER_SPHPS);
+    if (privacy.key_scope() == v1::KEY_SCOPE_BLOCK && privacy.block_rows() == 0) {
+      privacy.set_block_rows(model.head_dim());
+    }
+    if (privacy.protect_layers() > 0 && privacy.protect_mode() == v1::PROTECT_MODE_UNSPECIFIED) {
+      privacy.set_protect_mode(v1::PROTECT_MODE_SKIP);
+    }
+    if (!v1::KeyScope_IsValid(privacy.key_scope()) || !v1::Mixer_IsValid(privacy.mixer()) ||
+        !v1::ProtectMode_IsValid(privacy.protect_mode())) {
+      return absl::InvalidArgumentError("unknown privacy setting");
+    }
+    if (privacy.block_rows() > 4096 || privacy.decoy_rows() > 4096 ||
+        privacy.protect_layers() > model.n_layers()) {
+      return absl::InvalidArgumentError(
+          StrCat("privacy: block_rows and decoy_rows must be at most 4096 and protect_layers at "
+                 "most n_layers (",
+                 model.n_layers(), ")"));
+    }
+    const double context_tokens =
+        request.n_context_tokens() == 0 ? 2048 : request.n_context_tokens();
+    const double max_tokens = request.max_tokens() == 0 ? 128 : request.max_tokens();
+    const double owners = std::max(1, placement.participants_size());
+    const double bytes_per_owner = context_tokens / owners * model.n_layers() * model.n_kv_heads() *
+                                   model.head_dim() * 2 /* K, V */ * 2 /* f16 */;
+    const v1::NodeStatus* best = nullptr;
+    double best_cost = 0;
+    double best_ttft = 0;
+    double best_token = 0;
+    for (const auto& [id, status] : nodes) {
+      if (status.node().role() != v1::NODE_ROLE_COMPUTE || !Online(status, now)) continue;
+      const double token_ms = model.n_layers() * LinkCost(querier.node_id(), id).first;
+      double upload_ms = 0;
+      for (const v1::NodeRef& owner : placement.participants()) {
+        const auto [rtt, mbps] = LinkCost(owner.node_id(), id);
+        upload_ms = std::max(upload_ms, rtt + bytes_per_owner * 8 / (mbps * 1e3));
+      }
+      const double ttft_ms = upload_ms + token_ms;
+      const double cost = ttft_ms + max_tokens * token_ms;
+      if (best == nullptr || cost < best_cost) {
+        best = &status;
+        best_cost = cost;
+        best_ttft = ttft_ms;
+        best_token = token_ms;
+      }
+    }
+    if (best == nullptr) {
+      return absl::UnavailableError("no compute node is online for a FedRAG session");
+    }
+    placement.mutable_compute()->set_node_id(best->node().node_id());
+    placement.mutable_compute()->set_address(best->node().address());
+    placement.set_estimated_ttft_ms(best_ttft);
+    placement.set_estimated_token_ms(best_token);
+    *placement.mutable_privacy() = privacy;
+    return absl::OkStatus();
   }
 
   bool Online(const v1::NodeStatus& status, absl::Time now) const {
@@ -658,8 +757,8 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
   switch (request.mode()) {
     case v1::GENERATION_MODE_RETRIEVE:
     case v1::GENERATION_MODE_LOCAL:
-      break;
     case v1::GENERATION_MODE_FEDRAG:
+      break;
     case v1::GENERATION_MODE_DRAGON:
     case v1::GENERATION_MODE_CENTRALIZED:
       return absl::UnimplementedError(StrCat("placement of ", ModeName(request.mode()),
@@ -748,6 +847,10 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
       }
       add_participant(node);
     }
+  }
+
+  if (request.mode() == v1::GENERATION_MODE_FEDRAG) {
+    SILO_RETURN_IF_ERROR(impl_->PlaceCompute(request, querier.node(), now, placement));
   }
 
   // A fresh session id; a collision with a logged one is astronomically unlikely, but cheap to

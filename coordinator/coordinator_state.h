@@ -121,9 +121,10 @@ class CoordinatorState {
 
   // Places a session and logs it as running (started at `now`) under a fresh 16-byte session id
   // drawn from `bitgen`; the oldest records beyond session_log_limit are pruned in the same
-  // write. Supported modes: RETRIEVE and LOCAL.
+  // write. Supported modes: RETRIEVE, LOCAL and FEDRAG.
   // - The querier must be registered (NotFound), online (Unavailable) and an institution or a
-  //   device (FailedPrecondition); for RETRIEVE it must have an embedder (FailedPrecondition).
+  //   device (FailedPrecondition); for RETRIEVE and FEDRAG it must have an embedder
+  //   (FailedPrecondition).
   // - RETRIEVE, no participant_node_ids: every online institution or device other than the
   //   querier whose embedder.sha256 equals the querier's, ordered by node_id.
   // - RETRIEVE, explicit participant_node_ids (kept in the given order): each must be
@@ -131,10 +132,16 @@ class CoordinatorState {
   //   an institution or a device with the querier's embedder (FailedPrecondition). Offline
   //   participants are kept: the querier reports them unanswered.
   // - LOCAL: no participants (InvalidArgument when some are given).
-  // The placement's compute, dragon_peer, aggregator, privacy and estimates stay empty for these
-  // modes. InvalidArgument for mode UNSPECIFIED, an unknown mode, a malformed querier id or more
-  // than kMaxSessionNodes participants; Unimplemented for FEDRAG, DRAGON and CENTRALIZED (later
-  // issues); Unavailable when the write fails.
+  // - FEDRAG: participants as for RETRIEVE, and the online compute node with the lowest
+  //   estimated TTFT + max_tokens × per-token cost from the measured network (see PlaceCompute in
+  //   the .cc; unmeasured links count as 50 ms and 100 Mbit/s); the estimates and the privacy
+  //   knobs, defaults resolved, are in the placement. Unavailable without an online compute
+  //   node; FailedPrecondition when the querier registered no model shape; InvalidArgument for
+  //   privacy knobs out of range.
+  // The placement's dragon_peer and aggregator stay empty (DRAGON is not placed yet).
+  // InvalidArgument for mode UNSPECIFIED, an unknown mode, a malformed querier id or more than
+  // kMaxSessionNodes participants; Unimplemented for DRAGON and CENTRALIZED (later issues);
+  // Unavailable when the write fails.
   absl::StatusOr<v1::Placement> PlaceSession(const v1::PlaceSessionRequest& request, absl::Time now,
                                              absl::BitGenRef bitgen);
 

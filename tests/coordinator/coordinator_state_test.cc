@@ -493,12 +493,79 @@ TEST_F(PlacementTest, LocalSessionsHaveNoParticipants) {
               StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
-TEST_F(PlacementTest, OtherModesAreUnimplementedOrInvalid) {
+// A FedRAG querier with SmolLM2-135M's shape: 30 layers, 3 KV heads, head_dim 64.
+v1::NodeInfo FedRagQuerier(const std::string& id) {
+  v1::NodeInfo node = Node(id, v1::NODE_ROLE_INSTITUTION);
+  node.mutable_model()->set_n_layers(30);
+  node.mutable_model()->set_n_kv_heads(3);
+  node.mutable_model()->set_head_dim(64);
+  return node;
+}
+
+TEST_F(PlacementTest, FedRagTakesTheComputeNodeOfLowestEstimatedCost) {
+  Register(FedRagQuerier("q"));
+  Register(Node("near", v1::NODE_ROLE_COMPUTE, 0));
+  Register(Node("far", v1::NODE_ROLE_COMPUTE, 0));
+  // The querier is 1 ms from `near` and 20 ms from `far`; the owners reach `near` at 1 Mbit/s
+  // and `far` at 10 Gbit/s, both 5 ms away. `compute` was never measured (50 ms).
+  ASSERT_OK(
+      state_->ReportProbes("q", {Measurement("near", 1, 1000), Measurement("far", 20, 1000)}, kT0)
+          .status());
+  for (const char* owner : {"owner-1", "owner-2", "querier"}) {
+    ASSERT_OK(
+        state_->ReportProbes(owner, {Measurement("near", 5, 1), Measurement("far", 5, 1e4)}, kT0)
+            .status());
+  }
+  v1::PlaceSessionRequest request = Request(v1::GENERATION_MODE_FEDRAG, "q");
+  request.set_n_context_tokens(256);
+  request.set_max_tokens(128);
+  ASSERT_OK_AND_ASSIGN(const v1::Placement chatty, Place(request));
+  EXPECT_EQ(chatty.compute().node_id(), "near");
+  ASSERT_OK_AND_ASSIGN(const v1::NodeStatus near, state_->GetNode("near", kT0));
+  EXPECT_EQ(chatty.compute().address(), near.node().address());
+  EXPECT_DOUBLE_EQ(chatty.estimated_token_ms(), 30 * 1.0);
+  // 256 tokens over 3 owners × 30 layers × 3 KV heads × 64 dims × K and V × 2 bytes at 1 Mbit/s.
+  const double upload_ms = 5 + 256.0 / 3 * 30 * 3 * 64 * 2 * 2 * 8 / 1e3;
+  EXPECT_NEAR(chatty.estimated_ttft_ms(), upload_ms + 30, 1e-6);
+  EXPECT_THAT(Ids(chatty), ElementsAre("owner-1", "owner-2", "querier"));
+  EXPECT_EQ(chatty.privacy().key_scope(), v1::KEY_SCOPE_SESSION);
+  EXPECT_EQ(chatty.privacy().mixer(), v1::MIXER_SPHPS);
+
+  // A long context and one token: the upload decides.
+  request.set_n_context_tokens(100000);
+  request.set_max_tokens(1);
+  ASSERT_OK_AND_ASSIGN(const v1::Placement bulky, Place(request));
+  EXPECT_EQ(bulky.compute().node_id(), "far");
+}
+
+TEST_F(PlacementTest, FedRagResolvesAndChecksThePrivacyKnobs) {
+  Register(FedRagQuerier("q"));
+  v1::PlaceSessionRequest request = Request(v1::GENERATION_MODE_FEDRAG, "q");
+  request.mutable_privacy()->set_key_scope(v1::KEY_SCOPE_BLOCK);
+  request.mutable_privacy()->set_protect_layers(2);
+  ASSERT_OK_AND_ASSIGN(const v1::Placement placement, Place(request));
+  EXPECT_EQ(placement.compute().node_id(), "compute");
+  EXPECT_EQ(placement.privacy().block_rows(), 64u) << "head_dim by default";
+  EXPECT_EQ(placement.privacy().protect_mode(), v1::PROTECT_MODE_SKIP);
+  request.mutable_privacy()->set_protect_layers(31);
+  EXPECT_THAT(Place(request), StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_FEDRAG, "querier")),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       "placement of fedrag sessions arrives with the FedRAG/DRAGON issues"));
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("model shape")));
+}
+
+TEST_F(CoordinatorStateTest, FedRagNeedsAnOnlineComputeNode) {
+  Open();
+  Register(FedRagQuerier("q"));
+  Register(Node("owner", v1::NODE_ROLE_INSTITUTION));
+  Register(Node("sleeping-compute", v1::NODE_ROLE_COMPUTE, 0), kT0 - absl::Minutes(1));
+  EXPECT_THAT(Place(Request(v1::GENERATION_MODE_FEDRAG, "q")),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("compute")));
+}
+
+TEST_F(PlacementTest, OtherModesAreUnimplementedOrInvalid) {
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_DRAGON, "querier")),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("dragon")));
+              StatusIs(absl::StatusCode::kUnimplemented,
+                       "placement of dragon sessions arrives with the FedRAG/DRAGON issues"));
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_CENTRALIZED, "querier")),
               StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("centralized")));
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_UNSPECIFIED, "querier")),
