@@ -107,10 +107,16 @@ std::vector<uint32_t> FedRagScrambler::key_rows() const {
   return rows;
 }
 
-absl::StatusOr<FedRagScrambler::KeyScramblers> FedRagScrambler::ScramblersOf(
+absl::StatusOr<std::shared_ptr<const FedRagScrambler::KeyScramblers>> FedRagScrambler::ScramblersOf(
     uint32_t layer, uint32_t kv_head, int32_t key_index) const {
   if (key_index < 0 || key_index >= static_cast<int32_t>(blocks_.size())) {
     return absl::InvalidArgumentError(StrCat("no key block ", key_index));
+  }
+  const std::tuple<uint32_t, uint32_t, int32_t> at{layer, kv_head, key_index};
+  {
+    const std::lock_guard<std::mutex> lock(cache_->mutex);
+    const auto found = cache_->keys.find(at);
+    if (found != cache_->keys.end()) return found->second;
   }
   SILO_ASSIGN_OR_RETURN(const crypto::ScramblerSeeds seeds,
                         crypto::DeriveScramblerSeeds(secret_, Bytes(options_.session_id), layer,
@@ -119,8 +125,11 @@ absl::StatusOr<FedRagScrambler::KeyScramblers> FedRagScrambler::ScramblersOf(
                         attention::Scrambler::Create(options_.head_dim, seeds.phi, options_.mixer));
   SILO_ASSIGN_OR_RETURN(attention::Scrambler psi,
                         attention::Scrambler::Create(options_.head_dim, seeds.psi, options_.mixer));
-  return KeyScramblers{std::move(phi), std::move(psi),
-                       attention::RowPermutation(seeds.perm, blocks_[key_index].n_rows)};
+  auto keys = std::make_shared<const KeyScramblers>(
+      KeyScramblers{std::move(phi), std::move(psi),
+                    attention::RowPermutation(seeds.perm, blocks_[key_index].n_rows)});
+  const std::lock_guard<std::mutex> lock(cache_->mutex);
+  return cache_->keys.emplace(at, std::move(keys)).first->second;  // a racing twin is equal
 }
 
 absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> FedRagScrambler::ScrambleKv(
@@ -139,21 +148,22 @@ absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> FedRagScrambler::Scram
   std::vector<v1::UploadScrambledKvRequest> messages;
   messages.reserve(blocks_.size());
   for (const attention::KeyBlock& block : blocks_) {
-    SILO_ASSIGN_OR_RETURN(const KeyScramblers keys, ScramblersOf(layer, kv_head, block.key_index));
+    SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
+                          ScramblersOf(layer, kv_head, block.key_index));
     const size_t begin =
         static_cast<size_t>(block.row_begin) * static_cast<size_t>(options_.head_dim);
     const size_t count = static_cast<size_t>(block.n_rows) * static_cast<size_t>(options_.head_dim);
     SILO_ASSIGN_OR_RETURN(const std::vector<float> k_mixed,
-                          Apply(keys.phi.forward(), k.subspan(begin, count), block.n_rows));
+                          Apply(keys->phi.forward(), k.subspan(begin, count), block.n_rows));
     SILO_ASSIGN_OR_RETURN(const std::vector<float> v_mixed,
-                          Apply(keys.psi.forward(), v.subspan(begin, count), block.n_rows));
+                          Apply(keys->psi.forward(), v.subspan(begin, count), block.n_rows));
     v1::UploadScrambledKvRequest& message = messages.emplace_back();
     message.mutable_session()->set_value(options_.session_id);
     message.set_layer(layer);
     message.set_kv_head(kv_head);
     message.set_key_index(static_cast<uint32_t>(block.key_index));
-    *message.mutable_k() = Encode(k_mixed, padded_dim_, keys.perm, wire_dtype);
-    *message.mutable_v() = Encode(v_mixed, padded_dim_, keys.perm, wire_dtype);
+    *message.mutable_k() = Encode(k_mixed, padded_dim_, keys->perm, wire_dtype);
+    *message.mutable_v() = Encode(v_mixed, padded_dim_, keys->perm, wire_dtype);
   }
   return messages;
 }
@@ -165,9 +175,10 @@ absl::StatusOr<v1::HeadQuery> FedRagScrambler::ScrambleQuery(uint32_t owner_inde
     return absl::InvalidArgumentError(StrCat("q must hold [n_rows, ", options_.head_dim, "]"));
   }
   const int64_t n_rows = static_cast<int64_t>(q.size()) / options_.head_dim;
-  SILO_ASSIGN_OR_RETURN(const KeyScramblers keys, ScramblersOf(layer, kv_head, key_index));
+  SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
+                        ScramblersOf(layer, kv_head, key_index));
   SILO_ASSIGN_OR_RETURN(const std::vector<float> mixed,
-                        Apply(keys.phi.inverse_transpose(), q, n_rows));
+                        Apply(keys->phi.inverse_transpose(), q, n_rows));
   std::vector<int32_t> order(static_cast<size_t>(n_rows));
   for (int32_t i = 0; i < static_cast<int32_t>(n_rows); ++i) order[static_cast<size_t>(i)] = i;
   v1::HeadQuery query;
@@ -190,9 +201,9 @@ absl::StatusOr<PlainPartial> FedRagScrambler::Unscramble(
   SILO_ASSIGN_OR_RETURN(plain.l, DecodeF32(partial.l(), {n_rows}, "l"));
   SILO_ASSIGN_OR_RETURN(const std::vector<float> mixed,
                         DecodeF32(partial.o(), {n_rows, padded_dim_}, "o"));
-  SILO_ASSIGN_OR_RETURN(const KeyScramblers keys,
+  SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
                         ScramblersOf(layer, kv_head, static_cast<int32_t>(partial.key_index())));
-  SILO_ASSIGN_OR_RETURN(plain.o, Apply(keys.psi.inverse(), mixed, n_rows));
+  SILO_ASSIGN_OR_RETURN(plain.o, Apply(keys->psi.inverse(), mixed, n_rows));
   return plain;
 }
 

@@ -6,13 +6,19 @@
 // query rows into the HeadQuery of each key block and the compute node's partials back into
 // plain (m, l, o) to merge with its own. The compute node sees none of this.
 //
-// Thread-compatible: const methods may run concurrently; each builds what it needs.
+// Thread-safe: const methods may run concurrently. Each key's scramblers are derived (HKDF, and
+// a QR factorization for the dense mixer) the first time they are used and kept, because the
+// querier needs them again at every step.
 #ifndef SILO_NODE_FEDRAG_SCRAMBLER_H_
 #define SILO_NODE_FEDRAG_SCRAMBLER_H_
 
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -70,21 +76,31 @@ class FedRagScrambler {
                                           const v1::AttentionPartial& partial) const;
 
  private:
+  struct KeyScramblers;
+  // Derived scramblers by (layer, kv_head, key_index), filled on first use.
+  struct Cache {
+    std::mutex mutex;
+    std::map<std::tuple<uint32_t, uint32_t, int32_t>, std::shared_ptr<const KeyScramblers>>
+        keys;  // guarded by mutex
+  };
+
   FedRagScrambler(crypto::SecretBytes secret, FedRagScramblerOptions options,
                   std::vector<attention::KeyBlock> blocks, int32_t padded_dim)
       : secret_(std::move(secret)),
         options_(std::move(options)),
         blocks_(std::move(blocks)),
-        padded_dim_(padded_dim) {}
+        padded_dim_(padded_dim),
+        cache_(std::make_unique<Cache>()) {}
 
-  struct KeyScramblers;
-  absl::StatusOr<KeyScramblers> ScramblersOf(uint32_t layer, uint32_t kv_head,
-                                             int32_t key_index) const;
+  absl::StatusOr<std::shared_ptr<const KeyScramblers>> ScramblersOf(uint32_t layer,
+                                                                    uint32_t kv_head,
+                                                                    int32_t key_index) const;
 
   crypto::SecretBytes secret_;
   FedRagScramblerOptions options_;
   std::vector<attention::KeyBlock> blocks_;
   int32_t padded_dim_ = 0;
+  std::unique_ptr<Cache> cache_;  // behind a pointer: the scrambler stays movable
 };
 
 }  // namespace silo::node
