@@ -16,7 +16,6 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/security/credentials.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "node/chunk_handles.h"
 #include "node/control_service.h"
@@ -112,21 +111,15 @@ class AuthorizationTest : public ::testing::Test {
     querier.node_id = "inst-a";
     querier.peers = peers_.get();
     query_ = std::make_unique<node::QueryService>(querier);
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(node_tls_), &port);
-    builder.RegisterService(control_.get());
-    builder.RegisterService(retrieval_.get());
-    builder.RegisterService(query_.get());
-    builder.RegisterService(&attention_);
-    node_server_ = builder.BuildAndStart();
-    ASSERT_NE(node_server_, nullptr);
-    node_address_ = "127.0.0.1:" + std::to_string(port);
+    ASSERT_OK_AND_ASSIGN(node_server_, testing::StartDevServer(dir_->path() / "ca", "inst-a",
+                                                               {control_.get(), retrieval_.get(),
+                                                                query_.get(), &attention_}));
 
     coordinator::CoordinatorConfig config;
     config.listen = "127.0.0.1:0";
     config.tls = Files("ca", "coord");
-    config.state.data_dir = (dir_->path() / ("state-" + std::to_string(port))).string();
+    static int n_states = 0;  // each test case its own coordinator database
+    config.state.data_dir = (dir_->path() / ("state-" + std::to_string(++n_states))).string();
     ASSERT_OK_AND_ASSIGN(coordinator_, coordinator::CoordinatorServer::Start(config));
   }
 
@@ -137,7 +130,7 @@ class AuthorizationTest : public ::testing::Test {
   std::shared_ptr<grpc::Channel> Channel(
       Server server, const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
     return grpc::CreateCustomChannel(
-        server == Server::kNode ? node_address_ : coordinator_->address(), credentials,
+        server == Server::kNode ? node_server_.address : coordinator_->address(), credentials,
         crypto::FederationChannelArguments());
   }
 
@@ -156,8 +149,7 @@ class AuthorizationTest : public ::testing::Test {
   std::unique_ptr<node::RetrievalService> retrieval_;
   std::unique_ptr<node::QueryService> query_;
   node::ScrambledAttentionService attention_;
-  std::unique_ptr<grpc::Server> node_server_;
-  std::string node_address_;
+  testing::DevServer node_server_;
   std::unique_ptr<coordinator::CoordinatorServer> coordinator_;
 };
 

@@ -16,8 +16,6 @@
 
 #include "crypto/mtls.h"
 #include "gmock/gmock.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "node/scrambled_attention_service.h"
 #include "tests/testing/dev_certs.h"
@@ -45,24 +43,14 @@ class FedRagScramblerTest : public ::testing::TestWithParam<Setting> {
                   dir_.path(), {"institution/querier", "institution/owner-a", "institution/owner-b",
                                 "compute/c1"})
                   .status());
-    ASSERT_OK_AND_ASSIGN(crypto::TlsMaterial tls,
-                         crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(dir_.path(), "c1")));
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(tls), &port);
-    crypto::ApplyFederationServerLimits(builder);
-    builder.RegisterService(&service_);
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    address_ = "127.0.0.1:" + std::to_string(port);
+    ASSERT_OK_AND_ASSIGN(server_, silo::testing::StartDevServer(dir_.path(), "c1", {&service_}));
   }
 
   std::unique_ptr<v1::ScrambledAttentionService::Stub> Stub(const std::string& id) {
-    absl::StatusOr<crypto::TlsMaterial> tls =
-        crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(dir_.path(), id));
-    EXPECT_OK(tls.status());
-    return v1::ScrambledAttentionService::NewStub(grpc::CreateCustomChannel(
-        address_, crypto::MakeChannelCredentials(*tls), crypto::FederationChannelArguments()));
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        silo::testing::DevChannel(dir_.path(), id, server_.address);
+    EXPECT_OK(channel.status());
+    return v1::ScrambledAttentionService::NewStub(*channel);
   }
 
   std::vector<float> Random(size_t n, float sigma) {
@@ -74,8 +62,7 @@ class FedRagScramblerTest : public ::testing::TestWithParam<Setting> {
 
   silo::testing::TempDir dir_;
   ScrambledAttentionService service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::string address_;
+  silo::testing::DevServer server_;
   std::mt19937 rng_{7};
 };
 

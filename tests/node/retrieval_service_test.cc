@@ -12,8 +12,6 @@
 
 #include "crypto/mtls.h"
 #include "gmock/gmock.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "node/chunk_handles.h"
 #include "node/node_info.h"
@@ -60,7 +58,6 @@ class RetrievalServiceTest : public ::testing::Test {
         MakeNodeInfo({crypto::PeerRole::kInstitution, "owner"}, "127.0.0.1:1", corpus_.get()));
     info_ = info;
 
-    ASSERT_OK_AND_ASSIGN(crypto::TlsMaterial tls, crypto::LoadTlsMaterial(Files("owner")));
     with_citations_ = std::make_unique<RetrievalService>(corpus_.get(), *handles_, info.model(),
                                                          info.embedder(), /*citations=*/true);
     without_citations_ = std::make_unique<RetrievalService>(corpus_.get(), *handles_, info.model(),
@@ -69,28 +66,20 @@ class RetrievalServiceTest : public ::testing::Test {
                                                     info.embedder(), /*citations=*/true);
     for (RetrievalService* service :
          {with_citations_.get(), without_citations_.get(), no_corpus_.get()}) {
-      grpc::ServerBuilder builder;
-      int port = 0;
-      builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(tls), &port);
-      builder.RegisterService(service);
-      servers_.push_back(builder.BuildAndStart());
-      ASSERT_NE(servers_.back(), nullptr);
-      addresses_.push_back("127.0.0.1:" + std::to_string(port));
+      ASSERT_OK_AND_ASSIGN(
+          silo::testing::DevServer server,
+          silo::testing::StartDevServer(dir_.path() / "certs", "owner", {service}));
+      servers_.push_back(std::move(server));
     }
-  }
-
-  crypto::TlsFiles Files(const std::string& id) const {
-    return silo::testing::DevTlsFiles(dir_.path() / "certs", id);
   }
 
   // Retrieve on server `index` as the querier.
   grpc::Status Retrieve(size_t index, const v1::RetrieveRequest& request,
                         v1::RetrieveResponse* response) {
-    absl::StatusOr<crypto::TlsMaterial> tls = crypto::LoadTlsMaterial(Files("querier"));
-    EXPECT_OK(tls.status());
-    auto stub = v1::RetrievalService::NewStub(
-        grpc::CreateCustomChannel(addresses_[index], crypto::MakeChannelCredentials(*tls),
-                                  crypto::FederationChannelArguments()));
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        silo::testing::DevChannel(dir_.path() / "certs", "querier", servers_[index].address);
+    EXPECT_OK(channel.status());
+    auto stub = v1::RetrievalService::NewStub(*channel);
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
     return stub->Retrieve(&context, request, response);
@@ -112,8 +101,7 @@ class RetrievalServiceTest : public ::testing::Test {
   std::unique_ptr<ChunkHandles> handles_;
   v1::NodeInfo info_;
   std::unique_ptr<RetrievalService> with_citations_, without_citations_, no_corpus_;
-  std::vector<std::unique_ptr<grpc::Server>> servers_;
-  std::vector<std::string> addresses_;
+  std::vector<silo::testing::DevServer> servers_;
 };
 
 TEST_F(RetrievalServiceTest, AnswersHandlesOfTheBestChunksInOrder) {

@@ -19,8 +19,6 @@
 #include "common/half.h"
 #include "crypto/mtls.h"
 #include "gmock/gmock.h"
-#include "grpcpp/create_channel.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "tests/testing/dev_certs.h"
 #include "tests/testing/status_matchers.h"
@@ -84,27 +82,18 @@ class ScrambledAttentionServiceTest : public ::testing::Test {
                   dir_.path(), {"institution/querier", "institution/owner-a", "institution/owner-b",
                                 "institution/stranger", "compute/c1"})
                   .status());
-    ASSERT_OK_AND_ASSIGN(crypto::TlsMaterial tls,
-                         crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(dir_.path(), "c1")));
     ScrambledAttentionLimits limits;
     limits.max_session_kv_bytes = int64_t{64} << 20;
     service_ = std::make_unique<ScrambledAttentionService>(limits);
-    grpc::ServerBuilder builder;
-    int port = 0;
-    builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(tls), &port);
-    crypto::ApplyFederationServerLimits(builder);
-    builder.RegisterService(service_.get());
-    server_ = builder.BuildAndStart();
-    ASSERT_NE(server_, nullptr);
-    address_ = "127.0.0.1:" + std::to_string(port);
+    ASSERT_OK_AND_ASSIGN(server_,
+                         silo::testing::StartDevServer(dir_.path(), "c1", {service_.get()}));
   }
 
   std::unique_ptr<v1::ScrambledAttentionService::Stub> Stub(const std::string& id) {
-    absl::StatusOr<crypto::TlsMaterial> tls =
-        crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(dir_.path(), id));
-    EXPECT_OK(tls.status());
-    return v1::ScrambledAttentionService::NewStub(grpc::CreateCustomChannel(
-        address_, crypto::MakeChannelCredentials(*tls), crypto::FederationChannelArguments()));
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        silo::testing::DevChannel(dir_.path(), id, server_.address);
+    EXPECT_OK(channel.status());
+    return v1::ScrambledAttentionService::NewStub(*channel);
   }
 
   // Layers 1 and 2 of 3 delegated, 2 KV heads; owner-a has keys of 5 and 17 rows, owner-b one
@@ -232,8 +221,7 @@ class ScrambledAttentionServiceTest : public ::testing::Test {
 
   silo::testing::TempDir dir_;
   std::unique_ptr<ScrambledAttentionService> service_;
-  std::unique_ptr<grpc::Server> server_;
-  std::string address_;
+  silo::testing::DevServer server_;
   std::mt19937 rng_{20261130};
   std::map<std::tuple<int, uint32_t, uint32_t, uint32_t>, Block> blocks_;
 };

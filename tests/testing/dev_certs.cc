@@ -10,6 +10,8 @@
 #include <system_error>
 
 #include "common/strings.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/server_builder.h"
 
 #ifndef SILO_SOURCE_DIR
 #error "SILO_SOURCE_DIR must name the repository root (tests/testing/CMakeLists.txt sets it)"
@@ -94,6 +96,33 @@ crypto::TlsFiles DevTlsFiles(const std::filesystem::path& dir, std::string_view 
       .cert_file = (dir / (name + ".pem")).string(),
       .key_file = (dir / (name + ".key")).string(),
   };
+}
+
+absl::StatusOr<DevServer> StartDevServer(const std::filesystem::path& dir, std::string_view id,
+                                         const std::vector<grpc::Service*>& services) {
+  absl::StatusOr<crypto::TlsMaterial> tls = crypto::LoadTlsMaterial(DevTlsFiles(dir, id));
+  if (!tls.ok()) return tls.status();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(*tls), &port);
+  crypto::ApplyFederationServerLimits(builder);
+  for (grpc::Service* service : services) builder.RegisterService(service);
+  DevServer started;
+  started.server = builder.BuildAndStart();
+  if (started.server == nullptr || port == 0) {
+    return absl::InternalError("cannot start a test server on 127.0.0.1");
+  }
+  started.address = StrCat("127.0.0.1:", port);
+  return started;
+}
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> DevChannel(const std::filesystem::path& dir,
+                                                          std::string_view id,
+                                                          const std::string& address) {
+  absl::StatusOr<crypto::TlsMaterial> tls = crypto::LoadTlsMaterial(DevTlsFiles(dir, id));
+  if (!tls.ok()) return tls.status();
+  return grpc::CreateCustomChannel(address, crypto::MakeChannelCredentials(*tls),
+                                   crypto::FederationChannelArguments());
 }
 
 }  // namespace silo::testing

@@ -1,4 +1,5 @@
-// Federation certificates for tests, made by the real deploy/certs/make-dev-ca:
+// Federation certificates for tests, made by the real deploy/certs/make-dev-ca, and in-process
+// mTLS servers and channels that use them:
 //
 //   silo::testing::TempDir dir;
 //   ASSERT_OK(MakeDevCertificates(dir.path(), {"institution/inst-a", "compute/c1"}));
@@ -12,12 +13,15 @@
 #define SILO_TESTS_TESTING_DEV_CERTS_H_
 
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "crypto/mtls.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/server.h"
 
 namespace silo::testing {
 
@@ -42,6 +46,21 @@ absl::StatusOr<std::filesystem::path> MakeDevCertificates(const std::filesystem:
 
 // The TLS files make-dev-ca wrote for `id` into `dir` (dir/ca.pem, dir/<id>.pem, dir/<id>.key).
 crypto::TlsFiles DevTlsFiles(const std::filesystem::path& dir, std::string_view id);
+
+// A gRPC server on 127.0.0.1 (a free port) with the mTLS credentials of the make-dev-ca identity
+// `id` in `dir`, serving `services` (which outlive it) within the federation's message limits.
+struct DevServer {
+  std::unique_ptr<grpc::Server> server;
+  std::string address;  // "127.0.0.1:<port>"
+};
+absl::StatusOr<DevServer> StartDevServer(const std::filesystem::path& dir, std::string_view id,
+                                         const std::vector<grpc::Service*>& services);
+
+// A channel to `address` as the make-dev-ca identity `id` in `dir`, with the federation's
+// channel arguments.
+absl::StatusOr<std::shared_ptr<grpc::Channel>> DevChannel(const std::filesystem::path& dir,
+                                                          std::string_view id,
+                                                          const std::string& address);
 
 }  // namespace silo::testing
 
