@@ -157,22 +157,75 @@ absl::Status RunNodes(const SiloctlConfig& config, const NodesCommandOptions& op
   return absl::OkStatus();
 }
 
-absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& options,
-                      std::ostream& out) {
-  if (options.mode != "retrieve") {
+namespace {
+
+// The QueryRequest of the command's options. InvalidArgument for an unknown name.
+absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& options) {
+  v1::QueryRequest request;
+  if (options.mode == "retrieve") {
+    request.set_mode(v1::GENERATION_MODE_RETRIEVE);
+  } else if (options.mode == "fedrag") {
+    request.set_mode(v1::GENERATION_MODE_FEDRAG);
+  } else if (options.mode == "local") {
+    request.set_mode(v1::GENERATION_MODE_LOCAL);
+  } else {
     return absl::InvalidArgumentError(
-        StrCat("--mode ", options.mode, ": only \"retrieve\" is served today"));
+        StrCat("--mode must be retrieve, fedrag or local, not ", options.mode));
   }
   if (options.merge != "score" && options.merge != "rrf") {
     return absl::InvalidArgumentError(StrCat("--merge must be score or rrf, not ", options.merge));
   }
-  v1::QueryRequest request;
+  if (options.kv_mode != "shard" && options.kv_mode != "prefill") {
+    return absl::InvalidArgumentError(
+        StrCat("--kv-mode must be shard or prefill, not ", options.kv_mode));
+  }
+  if (options.kv_dtype != "f32" && options.kv_dtype != "f16") {
+    return absl::InvalidArgumentError(
+        StrCat("--kv-dtype must be f32 or f16, not ", options.kv_dtype));
+  }
+  if (options.max_tokens < 1 || options.block_rows < 0 || options.protect_layers < 0) {
+    return absl::InvalidArgumentError(
+        "--max-tokens must be positive, --block-rows and --protect-layers not negative");
+  }
   request.set_question(options.question);
-  request.set_mode(v1::GENERATION_MODE_RETRIEVE);
   request.set_querier_node_id(options.querier);
   request.set_top_k(static_cast<uint32_t>(std::max(0, options.top_k)));
   request.set_merge(options.merge == "rrf" ? v1::MERGE_RULE_RECIPROCAL_RANK : v1::MERGE_RULE_SCORE);
   request.set_owner_timeout_ms(static_cast<uint32_t>(std::max(0, options.owner_timeout_ms)));
+  request.set_max_tokens(static_cast<uint32_t>(options.max_tokens));
+  request.set_kv_mode(options.kv_mode == "prefill" ? v1::KV_MODE_PREFILL
+                                                   : v1::KV_MODE_POSITION_INDEPENDENT);
+  request.set_kv_dtype(options.kv_dtype == "f16" ? v1::DTYPE_F16 : v1::DTYPE_F32);
+  v1::PrivacySettings& privacy = *request.mutable_privacy();
+  if (options.key_scope == "session") {
+    privacy.set_key_scope(v1::KEY_SCOPE_SESSION);
+  } else if (options.key_scope == "chunk") {
+    privacy.set_key_scope(v1::KEY_SCOPE_CHUNK);
+  } else if (options.key_scope == "block") {
+    privacy.set_key_scope(v1::KEY_SCOPE_BLOCK);
+  } else if (!options.key_scope.empty()) {
+    return absl::InvalidArgumentError(
+        StrCat("--key-scope must be session, chunk or block, not ", options.key_scope));
+  }
+  privacy.set_block_rows(static_cast<uint32_t>(options.block_rows));
+  if (options.mixer == "sphps") {
+    privacy.set_mixer(v1::MIXER_SPHPS);
+  } else if (options.mixer == "dense") {
+    privacy.set_mixer(v1::MIXER_DENSE);
+  } else if (!options.mixer.empty()) {
+    return absl::InvalidArgumentError(
+        StrCat("--mixer must be sphps or dense, not ", options.mixer));
+  }
+  privacy.set_protect_layers(static_cast<uint32_t>(options.protect_layers));
+  return request;
+}
+
+}  // namespace
+
+absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& options,
+                      std::ostream& out) {
+  SILO_ASSIGN_OR_RETURN(const v1::QueryRequest request, QueryRequestOf(options));
+  const bool generates = request.mode() != v1::GENERATION_MODE_RETRIEVE;
 
   SILO_ASSIGN_OR_RETURN(const Connection connection, Connect(config));
   const std::unique_ptr<v1::QueryService::Stub> stub =
@@ -186,13 +239,21 @@ absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& op
       const v1::Placement& placement = message.started().placement();
       out << "session " << HexOf(placement.session().value()).substr(0, 12) << " on "
           << placement.querier_node_id() << ", asking " << placement.participants_size()
-          << " other node(s)\n";
+          << " other node(s)";
+      if (!placement.compute().node_id().empty()) {
+        out << ", compute node " << placement.compute().node_id();
+      }
+      out << (generates ? "\n\n" : "\n") << std::flush;
+    } else if (message.has_delta()) {
+      out << message.delta().text() << std::flush;
     } else if (message.has_done()) {
       const v1::QueryDone& done = message.done();
+      if (generates) out << "\n\n";
       int rank = 0;
       for (const v1::Source& source : done.sources()) {
         out << absl::StrFormat("%3d  %.4f  %-16s %4d tokens", ++rank, source.score(),
                                source.owner_node_id(), source.n_tokens());
+        if (generates) out << absl::StrFormat(" at %5d", source.virtual_start());
         if (source.has_citation()) {
           out << "  " << source.citation().title() << "  (" << source.citation().source_path()
               << ")";
@@ -204,7 +265,19 @@ absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& op
             << absl::StatusCodeToString(static_cast<absl::StatusCode>(failure.code())) << ": "
             << failure.message() << "\n";
       }
-      out << absl::StrFormat("retrieval %.1f ms\n", done.stats().retrieval_ns() / 1e6);
+      const v1::QueryStats& stats = done.stats();
+      out << absl::StrFormat("retrieval %.1f ms", stats.retrieval_ns() / 1e6);
+      if (generates) {
+        const double decode_s = (stats.total_ns() - stats.ttft_ns()) / 1e9;
+        out << absl::StrFormat(
+            ", setup %.1f ms, time to first token %.1f ms, %d prompt tokens, %d generated, "
+            "%.1f tokens/s after the first, %.1f KiB sent and %.1f KiB received by the querier",
+            stats.setup_ns() / 1e6, stats.ttft_ns() / 1e6, stats.n_prompt_tokens(),
+            stats.n_generated_tokens(),
+            decode_s > 0 ? (stats.n_generated_tokens() - 1) / decode_s : 0.0,
+            stats.bytes_sent() / 1024.0, stats.bytes_received() / 1024.0);
+      }
+      out << "\n";
     }
   }
   return FromGrpcStatus(reader->Finish());

@@ -39,13 +39,22 @@ absl::Status RunNodes(const SiloctlConfig& config, const NodesCommandOptions& op
 
 struct QueryCommandOptions {
   std::string question;
-  std::string mode = "retrieve";  // only "retrieve" today
+  std::string mode = "retrieve";  // retrieve | fedrag | local
   std::string querier;            // empty: the coordinator picks one
   int32_t top_k = 8;
   std::string merge = "score";  // score | rrf
   int32_t owner_timeout_ms = 2000;
+  // Generation (fedrag, local).
+  int32_t max_tokens = 128;
+  std::string kv_mode = "shard";  // shard (stored KV rotated) | prefill
+  std::string kv_dtype = "f32";   // f32 | f16: K'/V' on the wire
+  std::string key_scope;          // session | chunk | block; empty: the federation's default
+  int32_t block_rows = 0;         // with key_scope block; 0: head_dim
+  std::string mixer;              // sphps | dense; empty: default
+  int32_t protect_layers = 0;     // first layers that do not attend the chunks (skip)
 };
-// Places and runs a query; prints the session, the sources and the owners that did not answer.
+// Places and runs a query; prints the session, the answer as it streams (fedrag, local), the
+// sources, the owners that did not answer, and time to first token and tokens/s.
 absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& options,
                       std::ostream& out);
 

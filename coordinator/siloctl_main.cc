@@ -1,6 +1,9 @@
 // siloctl: the operator's client of a silo federation (coordinator/siloctl_commands.h).
 //   siloctl --config siloctl.yaml nodes [--probe]
-//   siloctl --config siloctl.yaml query --mode retrieve [-k 8] [--merge score|rrf] "question"
+//   siloctl --config siloctl.yaml query [--mode retrieve|fedrag|local] [-k 8] [--merge score|rrf]
+//           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16]
+//           [--key-scope session|chunk|block] [--block-rows N] [--mixer sphps|dense]
+//           [--protect-layers N] "question"
 //   siloctl --config siloctl.yaml sessions [--limit 20]
 #include <iostream>
 #include <string>
@@ -24,7 +27,10 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
 
   silo::coordinator::QueryCommandOptions query;
   CLI::App* query_command = app.add_subcommand("query", "Ask the federation a question");
-  query_command->add_option("--mode", query.mode, "retrieve (federated retrieval, sources only)")
+  query_command
+      ->add_option("--mode", query.mode,
+                   "retrieve (sources only), fedrag (answer over every owner's chunks, which "
+                   "stay with their owners) or local (the question alone)")
       ->capture_default_str();
   query_command->add_option("--querier", query.querier,
                             "Node that embeds the question (default: the coordinator's pick)");
@@ -34,6 +40,22 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       ->capture_default_str();
   query_command
       ->add_option("--owner-timeout-ms", query.owner_timeout_ms, "Deadline of each owner's answer")
+      ->capture_default_str();
+  query_command->add_option("--max-tokens", query.max_tokens, "Tokens to generate at most")
+      ->capture_default_str();
+  query_command
+      ->add_option("--kv-mode", query.kv_mode,
+                   "shard (owners rotate stored KV) or prefill (owners prefill anew)")
+      ->capture_default_str();
+  query_command->add_option("--kv-dtype", query.kv_dtype, "f32 or f16: K'/V' on the wire")
+      ->capture_default_str();
+  query_command->add_option("--key-scope", query.key_scope,
+                            "session, chunk or block (default: the federation's)");
+  query_command->add_option("--block-rows", query.block_rows, "Rows per key with block scope");
+  query_command->add_option("--mixer", query.mixer, "sphps or dense (default: the federation's)");
+  query_command
+      ->add_option("--protect-layers", query.protect_layers,
+                   "First layers that do not attend the chunks")
       ->capture_default_str();
   query_command->add_option("question", query.question, "The question")->required();
 

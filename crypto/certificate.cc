@@ -273,6 +273,47 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path) {
   return text;
 }
 
+namespace {
+
+// Verifies `certificate` with the intermediates `chain` against `ca_certificates` alone.
+absl::Status VerifyChain(STACK_OF(X509) & ca_certificates, X509* certificate,
+                         STACK_OF(X509) * chain) {
+  // Trust the CA file's certificates and nothing else: no default paths, no system roots.
+  CertificatePtr<X509_STORE> store(X509_STORE_new());
+  CertificatePtr<X509_STORE_CTX> context(X509_STORE_CTX_new());
+  if (store == nullptr || context == nullptr) {
+    return internal::OpenSslError(absl::StatusCode::kInternal, "X509_STORE_new failed");
+  }
+  for (int i = 0; i < sk_X509_num(&ca_certificates); ++i) {
+    if (X509_STORE_add_cert(store.get(), sk_X509_value(&ca_certificates, i)) != 1) {
+      return internal::OpenSslError(absl::StatusCode::kInvalidArgument,
+                                    "CA certificate: cannot be added to the trust store");
+    }
+  }
+  if (X509_STORE_CTX_init(context.get(), store.get(), certificate, chain) != 1) {
+    return internal::OpenSslError(absl::StatusCode::kInternal, "X509_STORE_CTX_init failed");
+  }
+  if (X509_verify_cert(context.get()) != 1) {
+    const int error = X509_STORE_CTX_get_error(context.get());
+    const int depth = X509_STORE_CTX_get_error_depth(context.get());
+    STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(context.get());
+    const int chain_length = verified != nullptr ? sk_X509_num(verified) : 1;
+    internal::ClearOpenSslErrors();
+    const std::string reason = X509_verify_cert_error_string(error);
+    if (error == X509_V_ERR_CERT_HAS_EXPIRED || error == X509_V_ERR_CERT_NOT_YET_VALID) {
+      return absl::FailedPreconditionError(
+          StrCat(ChainMember(depth, chain_length), " is outside its validity period: ", reason));
+    }
+    const std::string where =
+        depth <= 0 ? std::string() : StrCat(" (", ChainMember(depth, chain_length), ")");
+    return absl::InvalidArgumentError(
+        StrCat("certificate does not verify against the CA certificate: ", reason, where));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status CheckCertificateFiles(std::string_view ca_pem, std::string_view cert_pem,
                                    std::string_view key_pem) {
   SILO_ASSIGN_OR_RETURN(CertificatePtr<STACK_OF(X509)> ca_certificates,
@@ -297,37 +338,7 @@ absl::Status CheckCertificateFiles(std::string_view ca_pem, std::string_view cer
         "private key does not belong to the certificate (its public key differs)");
   }
 
-  // Trust the CA file's certificates and nothing else: no default paths, no system roots.
-  CertificatePtr<X509_STORE> store(X509_STORE_new());
-  CertificatePtr<X509_STORE_CTX> context(X509_STORE_CTX_new());
-  if (store == nullptr || context == nullptr) {
-    return internal::OpenSslError(absl::StatusCode::kInternal, "X509_STORE_new failed");
-  }
-  for (int i = 0; i < sk_X509_num(ca_certificates.get()); ++i) {
-    if (X509_STORE_add_cert(store.get(), sk_X509_value(ca_certificates.get(), i)) != 1) {
-      return internal::OpenSslError(absl::StatusCode::kInvalidArgument,
-                                    "CA certificate: cannot be added to the trust store");
-    }
-  }
-  if (X509_STORE_CTX_init(context.get(), store.get(), certificate.get(), chain.get()) != 1) {
-    return internal::OpenSslError(absl::StatusCode::kInternal, "X509_STORE_CTX_init failed");
-  }
-  if (X509_verify_cert(context.get()) != 1) {
-    const int error = X509_STORE_CTX_get_error(context.get());
-    const int depth = X509_STORE_CTX_get_error_depth(context.get());
-    STACK_OF(X509)* verified = X509_STORE_CTX_get0_chain(context.get());
-    const int chain_length = verified != nullptr ? sk_X509_num(verified) : 1;
-    internal::ClearOpenSslErrors();
-    const std::string reason = X509_verify_cert_error_string(error);
-    if (error == X509_V_ERR_CERT_HAS_EXPIRED || error == X509_V_ERR_CERT_NOT_YET_VALID) {
-      return absl::FailedPreconditionError(
-          StrCat(ChainMember(depth, chain_length), " is outside its validity period: ", reason));
-    }
-    const std::string where =
-        depth <= 0 ? std::string() : StrCat(" (", ChainMember(depth, chain_length), ")");
-    return absl::InvalidArgumentError(
-        StrCat("certificate does not verify against the CA certificate: ", reason, where));
-  }
+  SILO_RETURN_IF_ERROR(VerifyChain(*ca_certificates, certificate.get(), chain.get()));
   // A node's certificate serves both ends of a connection.
   if (X509_check_purpose(certificate.get(), X509_PURPOSE_SSL_SERVER, 0) != 1 ||
       X509_check_purpose(certificate.get(), X509_PURPOSE_SSL_CLIENT, 0) != 1) {
@@ -337,6 +348,17 @@ absl::Status CheckCertificateFiles(std::string_view ca_pem, std::string_view cer
         "(extendedKeyUsage must allow serverAuth and clientAuth)");
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<PeerIdentity> VerifyPeerCertificate(std::string_view ca_pem,
+                                                   std::string_view cert_pem) {
+  SILO_ASSIGN_OR_RETURN(CertificatePtr<STACK_OF(X509)> ca_certificates,
+                        ReadCertificates(ca_pem, "CA certificate"));
+  SILO_ASSIGN_OR_RETURN(CertificatePtr<STACK_OF(X509)> chain,
+                        ReadCertificates(cert_pem, "certificate"));
+  OpenSslPtr<X509> certificate(sk_X509_shift(chain.get()));
+  SILO_RETURN_IF_ERROR(VerifyChain(*ca_certificates, certificate.get(), chain.get()));
+  return PeerIdentityFromCertificatePem(cert_pem);
 }
 
 }  // namespace silo::crypto

@@ -90,6 +90,13 @@ absl::StatusOr<std::string> ReadPemFile(const std::string& path);
 absl::Status CheckCertificateFiles(std::string_view ca_pem, std::string_view cert_pem,
                                    std::string_view key_pem);
 
+// The identity of a peer's certificate (`cert_pem`: the certificate, then its intermediates)
+// after checking that it chains to a certificate of `ca_pem` and is within its validity
+// period; a FedRAG key exchange checks the signer's certificate this way. The codes of
+// CheckCertificateFiles for the chain, then those of PeerIdentityFromCertificatePem.
+absl::StatusOr<PeerIdentity> VerifyPeerCertificate(std::string_view ca_pem,
+                                                   std::string_view cert_pem);
+
 }  // namespace silo::crypto
 
 #endif  // SILO_CRYPTO_CERTIFICATE_H_

@@ -93,23 +93,37 @@ void ApplyFederationServerLimits(grpc::ServerBuilder& builder) {
   builder.SetMaxReceiveMessageSize(kMaxFederationMessageBytes);
 }
 
-absl::StatusOr<PeerIdentity> CallerIdentity(const grpc::ServerContextBase& context) {
-  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+namespace {
+
+// The silo identity of the peer certificate of an authenticated connection; `side` names the
+// peer in messages ("caller", "server").
+absl::StatusOr<PeerIdentity> PeerIdentityOf(const grpc::AuthContext* auth, std::string_view side) {
   if (auth == nullptr || !auth->IsPeerAuthenticated()) {
-    return absl::UnauthenticatedError("caller is not authenticated (no verified TLS client)");
+    return absl::UnauthenticatedError(
+        StrCat(side, " is not authenticated (no verified TLS certificate)"));
   }
   const std::vector<grpc::string_ref> certificates =
       auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
   if (certificates.empty()) {
-    return absl::UnauthenticatedError("caller presented no client certificate");
+    return absl::UnauthenticatedError(StrCat(side, " presented no certificate"));
   }
   const std::string_view pem(certificates.front().data(), certificates.front().size());
   absl::StatusOr<PeerIdentity> identity = PeerIdentityFromCertificatePem(pem);
   if (!identity.ok()) {
-    return absl::UnauthenticatedError(StrCat("caller's client certificate names no silo identity: ",
-                                             identity.status().message()));
+    return absl::UnauthenticatedError(
+        StrCat(side, "'s certificate names no silo identity: ", identity.status().message()));
   }
   return identity;
+}
+
+}  // namespace
+
+absl::StatusOr<PeerIdentity> CallerIdentity(const grpc::ServerContextBase& context) {
+  return PeerIdentityOf(context.auth_context().get(), "caller");
+}
+
+absl::StatusOr<PeerIdentity> ServerIdentity(const grpc::ClientContext& context) {
+  return PeerIdentityOf(context.auth_context().get(), "server");
 }
 
 }  // namespace silo::crypto

@@ -12,6 +12,7 @@
 #ifndef SILO_CRYPTO_MTLS_H_
 #define SILO_CRYPTO_MTLS_H_
 
+#include <grpcpp/client_context.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/security/server_credentials.h>
 #include <grpcpp/server_builder.h>
@@ -79,6 +80,10 @@ void ApplyFederationServerLimits(grpc::ServerBuilder& builder);
 //   Unauthenticated  the connection is not TLS with a verified client certificate, or the
 //                    certificate names no valid silo identity
 absl::StatusOr<PeerIdentity> CallerIdentity(const grpc::ServerContextBase& context);
+
+// The identity of the server of a finished client call, from its TLS certificate; a node checks
+// it before it sends a peer what only that peer may see. Unauthenticated as CallerIdentity.
+absl::StatusOr<PeerIdentity> ServerIdentity(const grpc::ClientContext& context);
 
 }  // namespace silo::crypto
 

@@ -36,7 +36,7 @@ absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
   }
   SILO_RETURN_IF_ERROR(ValidateSamplingParams(options.sampling));
   SILO_ASSIGN_OR_RETURN(std::optional<int32_t> last, cache.LastPosition(sequence));
-  int32_t position = last ? *last + 1 : 0;
+  int32_t position = options.first_position.value_or(last ? *last + 1 : 0);
   std::vector<int32_t> positions(prompt.size());
   std::iota(positions.begin(), positions.end(), position);
   position += static_cast<int32_t>(prompt.size());
@@ -48,7 +48,12 @@ absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
   stats.prompt_tokens = static_cast<int64_t>(prompt.size());
   std::vector<float> logits;
   auto start = std::chrono::steady_clock::now();
-  SequenceInput input{.sequence = sequence, .tokens = prompt, .positions = positions};
+  SequenceInput input{.sequence = sequence,
+                      .tokens = prompt,
+                      .positions = positions,
+                      .logits = LogitsWanted::kLast,
+                      .hook = options.hook,
+                      .capture = nullptr};
   SILO_RETURN_IF_ERROR(transformer.Forward({&input, 1}, cache, logits));
   stats.prefill_seconds = SecondsSince(start);
   start = std::chrono::steady_clock::now();
@@ -64,8 +69,12 @@ absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
     }
     if (stats.generated_tokens >= options.max_tokens) break;
     const int32_t next_position = position++;
-    SequenceInput step{
-        .sequence = sequence, .tokens = {&token.id, 1}, .positions = {&next_position, 1}};
+    SequenceInput step{.sequence = sequence,
+                       .tokens = {&token.id, 1},
+                       .positions = {&next_position, 1},
+                       .logits = LogitsWanted::kLast,
+                       .hook = options.hook,
+                       .capture = nullptr};
     SILO_RETURN_IF_ERROR(transformer.Forward({&step, 1}, cache, logits));
   }
   stats.decode_seconds = SecondsSince(start);

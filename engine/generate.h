@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -21,6 +22,12 @@ struct GenerateOptions {
   SamplingParams sampling;
   int32_t max_tokens = 256;
   std::vector<int32_t> stop_tokens;  // generation ends after one of these (it is reported)
+  // Position of the prompt's first token; absent: the one after the sequence's last row. FedRAG
+  // sets it, because chunks held elsewhere occupy positions the cache has no rows for.
+  std::optional<int32_t> first_position;
+  // Extra attention partials at every layer of every forward (FedRAG's remote chunks); optional,
+  // must outlive the call.
+  AttentionHook* hook = nullptr;
 };
 
 struct GenerateStats {
@@ -34,10 +41,10 @@ struct GenerateStats {
   double DecodeTokensPerSecond() const;
 };
 
-// Appends `prompt` to `sequence` at positions following its last row (0 for an empty one),
-// then generates. `on_token` sees every generated token; returning false stops. The sequence
-// keeps every generated token but the last. InvalidArgument (empty prompt, bad options), or
-// the errors of Transformer::Forward.
+// Appends `prompt` to `sequence` at options.first_position (default: following its last row, 0
+// for an empty one), then generates. `on_token` sees every generated token; returning false stops.
+// The sequence keeps every generated token but the last. InvalidArgument (empty prompt, bad
+// options), or the errors of Transformer::Forward.
 absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
                                        SequenceId sequence, std::span<const int32_t> prompt,
                                        const GenerateOptions& options,

@@ -74,6 +74,49 @@ absl::StatusOr<std::vector<float>> DecodeF32(const v1::Tensor& tensor, std::vect
 
 }  // namespace
 
+absl::StatusOr<FedRagScramblerOptions> ScramblerOptionsOf(const v1::PrivacySettings& privacy,
+                                                          std::string session_id, int32_t head_dim,
+                                                          std::vector<int32_t> chunk_rows) {
+  FedRagScramblerOptions options{.session_id = std::move(session_id),
+                                 .head_dim = head_dim,
+                                 .mixer = {},
+                                 .key_scope = attention::KeyScope::kSession,
+                                 .block_rows = 0,
+                                 .chunk_rows = std::move(chunk_rows)};
+  switch (privacy.key_scope()) {
+    case v1::KEY_SCOPE_SESSION:
+      break;
+    case v1::KEY_SCOPE_CHUNK:
+      options.key_scope = attention::KeyScope::kChunk;
+      break;
+    case v1::KEY_SCOPE_BLOCK:
+      if (privacy.block_rows() < 1 || privacy.block_rows() > 4096) {
+        return absl::InvalidArgumentError("block_rows must be in [1, 4096]");
+      }
+      options.key_scope = attention::KeyScope::kBlock;
+      options.block_rows = static_cast<int32_t>(privacy.block_rows());
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          StrCat("key_scope ", privacy.key_scope(), " is not a resolved key scope"));
+  }
+  switch (privacy.mixer()) {
+    case v1::MIXER_SPHPS:
+      options.mixer.mixer = attention::Mixer::kSphps;
+      break;
+    case v1::MIXER_DENSE:
+      options.mixer.mixer = attention::Mixer::kDense;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          StrCat("mixer ", privacy.mixer(), " is not a resolved mixer"));
+  }
+  if (privacy.decoy_rows() != 0) {
+    return absl::UnimplementedError("decoy rows are not implemented yet; use decoy_rows 0");
+  }
+  return options;
+}
+
 struct FedRagScrambler::KeyScramblers {
   attention::Scrambler phi;   // keys and queries
   attention::Scrambler psi;   // values and outputs

@@ -25,6 +25,7 @@
 #include "attention/key_schedule.h"
 #include "attention/scrambler.h"
 #include "crypto/secret_bytes.h"
+#include "silo/v1/common.pb.h"
 #include "silo/v1/node.pb.h"
 
 namespace silo::node {
@@ -37,6 +38,13 @@ struct FedRagScramblerOptions {
   int32_t block_rows = 0;           // with KeyScope::kBlock
   std::vector<int32_t> chunk_rows;  // the owner's selected chunks, in virtual-position order
 };
+
+// The scrambler options of a session from its resolved privacy settings: InvalidArgument for
+// an unknown or unresolved key scope or mixer, or block_rows outside [1, 4096] with
+// KEY_SCOPE_BLOCK; Unimplemented for decoy rows (not built yet).
+absl::StatusOr<FedRagScramblerOptions> ScramblerOptionsOf(const v1::PrivacySettings& privacy,
+                                                          std::string session_id, int32_t head_dim,
+                                                          std::vector<int32_t> chunk_rows);
 
 // A partial of a key block, unscrambled: [n_rows] m and l, [n_rows, head_dim] o.
 struct PlainPartial {

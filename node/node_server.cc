@@ -76,16 +76,29 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     server->retrieval_service_ = std::make_unique<RetrievalService>(
         server->corpus_.get(), *server->handles_, info_without_address.model(),
         info_without_address.embedder(), serve.citations);
-    server->query_service_ = std::make_unique<QueryService>(Querier{
-        .node_id = config.node_id,
-        .corpus = server->corpus_.get(),
-        .handles = server->handles_.get(),
-        .embedder = info_without_address.embedder(),
-        .citations = serve.citations,
-        .peers = server->peers_.get(),
-    });
+    SILO_ASSIGN_OR_RETURN(KeyExchangeSigner owner_signer, server->Signer());
+    server->owner_service_ = std::make_unique<FedRagOwnerService>(
+        server->corpus_.get(), server->handles_.get(), std::move(owner_signer),
+        server->peers_.get(), info_without_address.model());
+    SILO_ASSIGN_OR_RETURN(KeyExchangeSigner querier_signer, server->Signer());
+    SILO_ASSIGN_OR_RETURN(
+        server->answer_engine_,
+        AnswerEngine::Create(server->corpus_.get(), server->handles_.get(), config.node_id,
+                             std::move(querier_signer), server->peers_.get(),
+                             info_without_address.model(), config.knowledge_base.threads));
+    server->query_service_ = std::make_unique<QueryService>(
+        Querier{
+            .node_id = config.node_id,
+            .corpus = server->corpus_.get(),
+            .handles = server->handles_.get(),
+            .embedder = info_without_address.embedder(),
+            .citations = serve.citations,
+            .peers = server->peers_.get(),
+        },
+        server->answer_engine_.get());
     builder.RegisterService(server->retrieval_service_.get());
     builder.RegisterService(server->query_service_.get());
+    builder.RegisterService(server->owner_service_.get());
   }
   if (config.role == "compute") {
     server->attention_service_ = std::make_unique<ScrambledAttentionService>();
@@ -105,6 +118,14 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     server->coordinator_thread_ = std::thread([raw = server.get()] { raw->CoordinatorLoop(); });
   }
   return server;
+}
+
+absl::StatusOr<KeyExchangeSigner> NodeServer::Signer() const {
+  const std::string_view key_pem(reinterpret_cast<const char*>(tls_.key_pem.span().data()),
+                                 tls_.key_pem.span().size());
+  SILO_ASSIGN_OR_RETURN(crypto::SigningKey key, crypto::SigningKey::FromPem(key_pem));
+  return KeyExchangeSigner{
+      .key = std::move(key), .certificate_pem = tls_.cert_pem, .ca_pem = tls_.ca_pem};
 }
 
 NodeServer::~NodeServer() { Shutdown(); }

@@ -1,6 +1,7 @@
 // `silo-node serve`: the node as a federation member (DESIGN.md §1, §5, §8). It checks that its
 // certificate names the configured id and role, opens its corpus (institution, device), serves
-// NodeControlService, RetrievalService and QueryService (with a corpus) or
+// NodeControlService, RetrievalService, FedRagOwnerService and QueryService (with a corpus; the
+// querier answers with an AnswerEngine) or
 // ScrambledAttentionService (compute) over mTLS, registers with the
 // coordinator (retrying until it answers), sends heartbeats, re-registers when the coordinator
 // lost it, and probes its peers at the interval the coordinator asks for, reporting the
@@ -19,8 +20,10 @@
 #include "absl/status/statusor.h"
 #include "crypto/mtls.h"
 #include "grpcpp/server.h"
+#include "node/answer_engine.h"
 #include "node/chunk_handles.h"
 #include "node/control_service.h"
+#include "node/fedrag_owner_service.h"
 #include "node/node_config.h"
 #include "node/peer_channels.h"
 #include "node/query_service.h"
@@ -50,6 +53,9 @@ class NodeServer {
   // One registration, heartbeat or probe round; false when the coordinator did not answer.
   bool Register(v1::CoordinatorService::Stub& coordinator);
   void ProbePeers(v1::CoordinatorService::Stub& coordinator);
+  // This node's certificate key for FedRAG key exchanges. InvalidArgument for a key that is not
+  // Ed25519.
+  absl::StatusOr<KeyExchangeSigner> Signer() const;
 
   NodeConfig config_;
   crypto::TlsMaterial tls_;
@@ -60,6 +66,8 @@ class NodeServer {
   std::string address_;
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<RetrievalService> retrieval_service_;
+  std::unique_ptr<FedRagOwnerService> owner_service_;
+  std::unique_ptr<AnswerEngine> answer_engine_;
   std::unique_ptr<QueryService> query_service_;
   std::unique_ptr<ScrambledAttentionService> attention_service_;  // compute nodes
   std::unique_ptr<grpc::Server> server_;

@@ -1,5 +1,7 @@
 #include "node/query_service.h"
 
+#include <algorithm>
+
 #include "common/strings.h"
 #include "node/grpc_status.h"
 #include "node/rpc_roles.h"
@@ -36,6 +38,44 @@ absl::StatusOr<FederatedRetrievalOptions> RetrievalOptionsOf(const v1::QueryRequ
   return options;
 }
 
+absl::StatusOr<AnswerRequest> AnswerRequestOf(const v1::QueryRequest& request) {
+  AnswerRequest answer;
+  answer.question = request.question();
+  answer.placement = request.placement();
+  answer.max_tokens = request.max_tokens() == 0 ? 256 : static_cast<int32_t>(request.max_tokens());
+  if (request.max_tokens() > 32768) {
+    return absl::InvalidArgumentError("max_tokens must be at most 32768");
+  }
+  const v1::SamplingParams& sampling = request.sampling();
+  answer.sampling.temperature = sampling.temperature();
+  answer.sampling.top_p = sampling.top_p() == 0 ? 1.0f : sampling.top_p();
+  answer.sampling.top_k = static_cast<int32_t>(std::min<uint32_t>(sampling.top_k(), 1u << 30));
+  answer.sampling.seed = sampling.seed();
+  switch (request.kv_mode()) {
+    case v1::KV_MODE_UNSPECIFIED:
+    case v1::KV_MODE_POSITION_INDEPENDENT:
+      answer.kv_mode = v1::KV_MODE_POSITION_INDEPENDENT;
+      break;
+    case v1::KV_MODE_PREFILL:
+      answer.kv_mode = v1::KV_MODE_PREFILL;
+      break;
+    default:
+      return absl::InvalidArgumentError(StrCat("unknown kv_mode ", request.kv_mode()));
+  }
+  switch (request.kv_dtype()) {
+    case v1::DTYPE_UNSPECIFIED:
+    case v1::DTYPE_F32:
+      answer.kv_dtype = v1::DTYPE_F32;
+      break;
+    case v1::DTYPE_F16:
+      answer.kv_dtype = v1::DTYPE_F16;
+      break;
+    default:
+      return absl::UnimplementedError("K'/V' travel as F32 or F16");
+  }
+  return answer;
+}
+
 grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRequest* request,
                                  grpc::ServerWriter<v1::QueryResponse>* writer) {
   const absl::Time start = absl::Now();
@@ -52,28 +92,55 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
             StrCat("the session was placed on ", placement.querier_node_id(), ", not on ",
                    querier_.node_id)};
   }
-  if (placement.mode() != v1::GENERATION_MODE_RETRIEVE) {
+  const v1::GenerationMode mode = placement.mode();
+  const bool generates = mode == v1::GENERATION_MODE_FEDRAG || mode == v1::GENERATION_MODE_LOCAL;
+  if (mode != v1::GENERATION_MODE_RETRIEVE && !generates) {
     return {grpc::StatusCode::UNIMPLEMENTED,
-            StrCat(v1::GenerationMode_Name(placement.mode()),
-                   " is not served yet: this node answers GENERATION_MODE_RETRIEVE")};
+            StrCat(v1::GenerationMode_Name(mode),
+                   " is not served yet: this node answers RETRIEVE, FEDRAG and LOCAL")};
+  }
+  if (generates && engine_ == nullptr) {
+    return {grpc::StatusCode::FAILED_PRECONDITION, "this node runs no decoder"};
   }
   absl::StatusOr<FederatedRetrievalOptions> options = RetrievalOptionsOf(*request);
   if (!options.ok()) return ToGrpcStatus(options.status());
+  absl::StatusOr<AnswerRequest> answer = AnswerRequestOf(*request);
+  if (!answer.ok()) return ToGrpcStatus(answer.status());
+  answer->deadline = absl::FromChrono(context->deadline());
 
   v1::QueryResponse started;
   *started.mutable_started()->mutable_placement() = placement;
   writer->Write(started);
-  absl::StatusOr<FederatedRetrievalResult> result =
-      RetrieveFederated(querier_, placement, request->question(), *options);
-  if (!result.ok()) return ToGrpcStatus(result.status());
-
   v1::QueryResponse done;
   v1::QueryDone& body = *done.mutable_done();
-  for (v1::Source& source : result->sources) *body.add_sources() = std::move(source);
-  for (v1::NodeFailure& failure : result->unanswered) *body.add_unanswered() = std::move(failure);
-  const int64_t elapsed = absl::ToInt64Nanoseconds(absl::Now() - start);
-  body.mutable_stats()->set_retrieval_ns(elapsed);
-  body.mutable_stats()->set_total_ns(elapsed);
+  if (mode != v1::GENERATION_MODE_LOCAL) {
+    absl::StatusOr<FederatedRetrievalResult> result =
+        RetrieveFederated(querier_, placement, request->question(), *options);
+    if (!result.ok()) return ToGrpcStatus(result.status());
+    for (v1::NodeFailure& failure : result->unanswered) {
+      *body.add_unanswered() = std::move(failure);
+    }
+    answer->sources = std::move(result->sources);
+  }
+  const int64_t retrieval_ns = absl::ToInt64Nanoseconds(absl::Now() - start);
+  if (generates) {
+    absl::StatusOr<AnswerResult> result =
+        engine_->Answer(*std::move(answer), [&](const v1::TextDelta& delta) {
+          if (context->IsCancelled()) return false;
+          v1::QueryResponse message;
+          *message.mutable_delta() = delta;
+          return writer->Write(message);
+        });
+    if (!result.ok()) return ToGrpcStatus(result.status());
+    *body.mutable_stats() = result->stats;
+    body.set_stopped_by_eos(result->stopped_by_eos);
+    answer->sources = std::move(result->sources);
+    // The engine's clocks start after retrieval.
+    body.mutable_stats()->set_ttft_ns(result->stats.ttft_ns() + retrieval_ns);
+  }
+  for (v1::Source& source : answer->sources) *body.add_sources() = std::move(source);
+  body.mutable_stats()->set_retrieval_ns(retrieval_ns);
+  body.mutable_stats()->set_total_ns(absl::ToInt64Nanoseconds(absl::Now() - start));
   writer->Write(done);
   return grpc::Status::OK;
 }

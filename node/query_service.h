@@ -1,12 +1,17 @@
 // silo.v1.QueryService of a querier node: the coordinator places a session and forwards the
-// user's question here. Today it answers GENERATION_MODE_RETRIEVE (federated retrieval: the
-// global top-k sources and the participants that did not answer); the generation modes arrive
-// with the FedRAG and DRAGON protocols.
+// user's question here. It answers
+//   RETRIEVE  federated retrieval: the global top-k sources and the participants that did not
+//             answer;
+//   FEDRAG    federated retrieval, then generation over the selected chunks wherever they are
+//             (AnswerEngine, FedRagSession), streaming text;
+//   LOCAL     generation from the question alone; nothing leaves the node.
+// DRAGON and CENTRALIZED are UNIMPLEMENTED here.
 //
 // Thread-safe.
 #ifndef SILO_NODE_QUERY_SERVICE_H_
 #define SILO_NODE_QUERY_SERVICE_H_
 
+#include "node/answer_engine.h"
 #include "node/federated_retrieval.h"
 #include "silo/v1/coordinator.grpc.pb.h"
 
@@ -18,13 +23,16 @@ absl::StatusOr<FederatedRetrievalOptions> RetrievalOptionsOf(const v1::QueryRequ
 
 class QueryService final : public v1::QueryService::Service {
  public:
-  explicit QueryService(Querier querier) : querier_(std::move(querier)) {}
+  // `engine` may be null (a node that only retrieves); it must outlive the service.
+  QueryService(Querier querier, AnswerEngine* engine)
+      : querier_(std::move(querier)), engine_(engine) {}
 
   grpc::Status Query(grpc::ServerContext* context, const v1::QueryRequest* request,
                      grpc::ServerWriter<v1::QueryResponse>* writer) override;
 
  private:
   const Querier querier_;
+  AnswerEngine* engine_;
 };
 
 }  // namespace silo::node

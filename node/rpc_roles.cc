@@ -28,6 +28,10 @@ const std::vector<RpcRule>& Rules() {
        "/silo.v1.NodeControlService/Health",
        {kInstitution, kDevice, kCompute, kCoordinator, kOperator}},
       {Server::kNode, "/silo.v1.QueryService/Query", {kCoordinator}},
+      {Server::kNode, "/silo.v1.FedRagOwnerService/ExchangeKeys", {kInstitution, kDevice}},
+      {Server::kNode, "/silo.v1.FedRagOwnerService/SelectChunks", {kInstitution, kDevice}},
+      {Server::kNode, "/silo.v1.FedRagOwnerService/PrepareSession", {kInstitution, kDevice}},
+      {Server::kNode, "/silo.v1.FedRagOwnerService/OwnerAttend", {kInstitution, kDevice}},
       // compute nodes: the querier opens, attends and closes; owners upload
       {Server::kNode, "/silo.v1.ScrambledAttentionService/OpenSession", {kInstitution, kDevice}},
       {Server::kNode, "/silo.v1.ScrambledAttentionService/UploadScrambledKv", {kInstitution}},

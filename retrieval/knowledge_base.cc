@@ -345,4 +345,10 @@ absl::StatusOr<engine::KvShard> KnowledgeBase::KvShardOf(std::string_view chunk_
   return DecodeKvShard(*bytes, decoder_.model().config());
 }
 
+absl::StatusOr<engine::KvShard> KnowledgeBase::PrefillKvShard(std::string_view chunk_id) {
+  SILO_ASSIGN_OR_RETURN(const ChunkRecord chunk, store_->GetChunk(chunk_id));
+  SILO_ASSIGN_OR_RETURN(const std::vector<uint8_t> bytes, ComputeKvShard(chunk.text));
+  return DecodeKvShard(bytes, decoder_.model().config());
+}
+
 }  // namespace silo::retrieval

@@ -116,6 +116,9 @@ class KnowledgeBase {
   // NotFound for an unknown chunk, or when kv_shards is off and none is stored;
   // FailedPrecondition when a stored shard belongs to another model.
   absl::StatusOr<engine::KvShard> KvShardOf(std::string_view chunk_id);
+  // The chunk's KV shard prefilled now, whatever is stored (FedRAG's kv_mode prefill), and not
+  // stored. NotFound for an unknown chunk.
+  absl::StatusOr<engine::KvShard> PrefillKvShard(std::string_view chunk_id);
 
   int32_t embedding_dim() const;
   // "sha256:<hex>" of the decoder (its tokenizer counts n_tokens) and of the embedder; peers

@@ -19,7 +19,8 @@
 #include "gtest/gtest.h"
 #include "node/chunk_handles.h"
 #include "node/control_service.h"
-#include "node/peer_channels.h"
+#include "node/fedrag_owner_service.h"
+#include "node/fedrag_owner_service.h"
 #include "node/query_service.h"
 #include "node/retrieval_service.h"
 #include "node/rpc_roles.h"
@@ -110,10 +111,18 @@ class AuthorizationTest : public ::testing::Test {
     node::Querier querier;  // no corpus: Query refuses past the role check
     querier.node_id = "inst-a";
     querier.peers = peers_.get();
-    query_ = std::make_unique<node::QueryService>(querier);
-    ASSERT_OK_AND_ASSIGN(node_server_, testing::StartDevServer(dir_->path() / "ca", "inst-a",
-                                                               {control_.get(), retrieval_.get(),
-                                                                query_.get(), &attention_}));
+    query_ = std::make_unique<node::QueryService>(querier, nullptr);
+    ASSERT_OK_AND_ASSIGN(crypto::SigningKey signing_key, crypto::SigningKey::Generate());
+    owner_ = std::make_unique<node::FedRagOwnerService>(
+        nullptr, handles_.get(),
+        node::KeyExchangeSigner{.key = std::move(signing_key),
+                                .certificate_pem = node_tls_.cert_pem,
+                                .ca_pem = node_tls_.ca_pem},
+        peers_.get(), v1::ModelFingerprint());
+    ASSERT_OK_AND_ASSIGN(node_server_,
+                         testing::StartDevServer(dir_->path() / "ca", "inst-a",
+                                                 {control_.get(), retrieval_.get(), query_.get(),
+                                                  owner_.get(), &attention_}));
 
     coordinator::CoordinatorConfig config;
     config.listen = "127.0.0.1:0";
@@ -148,6 +157,7 @@ class AuthorizationTest : public ::testing::Test {
   std::unique_ptr<node::ChunkHandles> handles_;
   std::unique_ptr<node::RetrievalService> retrieval_;
   std::unique_ptr<node::QueryService> query_;
+  std::unique_ptr<node::FedRagOwnerService> owner_;
   node::ScrambledAttentionService attention_;
   testing::DevServer node_server_;
   std::unique_ptr<coordinator::CoordinatorServer> coordinator_;
@@ -210,6 +220,7 @@ TEST(RpcRules, CoverExactlyTheServedMethods) {
       {Server::kNode, "silo.v1.NodeControlService"},
       {Server::kNode, "silo.v1.RetrievalService"},
       {Server::kNode, "silo.v1.QueryService"},
+      {Server::kNode, "silo.v1.FedRagOwnerService"},
       {Server::kNode, "silo.v1.ScrambledAttentionService"},
       {Server::kCoordinator, "silo.v1.CoordinatorService"},
       {Server::kCoordinator, "silo.v1.QueryService"}};

@@ -1,0 +1,191 @@
+#include "node/answer_engine.h"
+
+#include <numeric>
+
+#include "common/status_macros.h"
+#include "common/strings.h"
+#include "engine/generate.h"
+#include "engine/kv_cache.h"
+
+namespace silo::node {
+namespace {
+
+int64_t NanosSince(absl::Time start) { return absl::ToInt64Nanoseconds(absl::Now() - start); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<AnswerEngine>> AnswerEngine::Create(
+    retrieval::KnowledgeBase* corpus, const ChunkHandles* handles, std::string node_id,
+    KeyExchangeSigner signer, PeerChannels* peers, v1::ModelFingerprint model, int32_t threads) {
+  SILO_ASSIGN_OR_RETURN(engine::RagPromptBuilder prompts,
+                        engine::RagPromptBuilder::Create(&corpus->decoder().tokenizer()));
+  return std::unique_ptr<AnswerEngine>(new AnswerEngine(corpus, handles, std::move(node_id),
+                                                        std::move(signer), peers, std::move(model),
+                                                        threads, std::move(prompts)));
+}
+
+AnswerEngine::AnswerEngine(retrieval::KnowledgeBase* corpus, const ChunkHandles* handles,
+                           std::string node_id, KeyExchangeSigner signer, PeerChannels* peers,
+                           v1::ModelFingerprint model, int32_t threads,
+                           engine::RagPromptBuilder prompts)
+    : corpus_(corpus),
+      handles_(handles),
+      node_id_(std::move(node_id)),
+      signer_(std::move(signer)),
+      peers_(peers),
+      model_(std::move(model)),
+      prompts_(std::move(prompts)),
+      pool_(threads),
+      transformer_(corpus->decoder().model(), pool_) {}
+
+absl::StatusOr<AnswerResult> AnswerEngine::Answer(
+    AnswerRequest request, const std::function<bool(const v1::TextDelta&)>& on_delta) {
+  const absl::Time start = absl::Now();
+  const v1::GenerationMode mode = request.placement.mode();
+  if (mode != v1::GENERATION_MODE_LOCAL && mode != v1::GENERATION_MODE_FEDRAG) {
+    return absl::UnimplementedError(
+        StrCat(v1::GenerationMode_Name(mode), " is not answered by this node's engine"));
+  }
+  if (mode == v1::GENERATION_MODE_LOCAL) request.sources.clear();
+  if (request.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be positive");
+  SILO_RETURN_IF_ERROR(engine::ValidateSamplingParams(request.sampling));
+  const engine::ModelConfig& config = corpus_->decoder().model().config();
+  const engine::RagPrompt prompt = prompts_.Build(request.question, {});
+
+  // The virtual context: prefix, chunks in the order given, then the question.
+  AnswerResult result;
+  int64_t position = static_cast<int64_t>(prompt.prefix.size());
+  int64_t own_tokens = 0;
+  std::vector<FedRagOwnerChunks> owners;
+  for (v1::Source& source : request.sources) {
+    if (source.n_tokens() == 0) return absl::InvalidArgumentError("a source has no tokens");
+    source.set_virtual_start(position);
+    position += source.n_tokens();
+    if (source.owner_node_id() == node_id_) {
+      own_tokens += source.n_tokens();
+      continue;
+    }
+    auto owner = std::find_if(owners.begin(), owners.end(), [&](const FedRagOwnerChunks& o) {
+      return o.owner.node_id() == source.owner_node_id();
+    });
+    if (owner == owners.end()) {
+      const auto participant = std::find_if(
+          request.placement.participants().begin(), request.placement.participants().end(),
+          [&](const v1::NodeRef& ref) { return ref.node_id() == source.owner_node_id(); });
+      if (participant == request.placement.participants().end()) {
+        return absl::InvalidArgumentError(
+            StrCat("source owner ", source.owner_node_id(), " is not a participant"));
+      }
+      owner = owners.insert(
+          owners.end(), FedRagOwnerChunks{.owner = *participant, .selections = {}, .n_tokens = {}});
+    }
+    v1::ChunkSelection& selection = owner->selections.emplace_back();
+    selection.set_handle(source.handle());
+    selection.set_virtual_start(source.virtual_start());
+    owner->n_tokens.push_back(static_cast<int32_t>(source.n_tokens()));
+  }
+  const int64_t question_start = position;
+  const int64_t context_end =
+      question_start + static_cast<int64_t>(prompt.suffix.size()) + request.max_tokens;
+  if (config.n_ctx_train > 0 && context_end > config.n_ctx_train) {
+    return absl::InvalidArgumentError(
+        StrCat("the context (", question_start + prompt.suffix.size(), " tokens) and max_tokens ",
+               request.max_tokens, " exceed the model's ", config.n_ctx_train, " tokens"));
+  }
+  result.stats.set_n_prompt_tokens(static_cast<uint32_t>(question_start + prompt.suffix.size()));
+
+  const std::lock_guard<std::mutex> lock(mutex_);
+  std::unique_ptr<FedRagSession> session;
+  if (!owners.empty()) {
+    FedRagSessionOptions options{.placement = request.placement,
+                                 .owners = std::move(owners),
+                                 .model = model_,
+                                 .kv_mode = request.kv_mode,
+                                 .kv_dtype = request.kv_dtype,
+                                 .deadline = request.deadline};
+    SILO_ASSIGN_OR_RETURN(session,
+                          FedRagSession::Open(std::move(options), config, signer_, *peers_));
+  }
+
+  engine::KvCache cache(config, attention::KvDType::kF32,
+                        static_cast<int64_t>(prompt.prefix.size()) + own_tokens +
+                            static_cast<int64_t>(prompt.suffix.size()) + request.max_tokens);
+  const engine::SequenceId sequence = cache.NewSequence();
+  {
+    // The system prompt precedes every chunk: no partials (the compute node does not mask).
+    std::vector<int32_t> positions(prompt.prefix.size());
+    std::iota(positions.begin(), positions.end(), 0);
+    const engine::SequenceInput input{.sequence = sequence,
+                                      .tokens = prompt.prefix,
+                                      .positions = positions,
+                                      .logits = engine::LogitsWanted::kNone,
+                                      .hook = nullptr,
+                                      .capture = nullptr};
+    std::vector<float> logits;
+    SILO_RETURN_IF_ERROR(transformer_.Forward({&input, 1}, cache, logits));
+  }
+  for (const v1::Source& source : request.sources) {
+    if (source.owner_node_id() != node_id_) continue;
+    SILO_ASSIGN_OR_RETURN(const int64_t vector_id,
+                          handles_->Open(request.placement.session().value(), source.handle()));
+    SILO_ASSIGN_OR_RETURN(const retrieval::ChunkRecord chunk,
+                          corpus_->store().GetChunkByVectorId(vector_id));
+    SILO_ASSIGN_OR_RETURN(const engine::KvShard shard, request.kv_mode == v1::KV_MODE_PREFILL
+                                                           ? corpus_->PrefillKvShard(chunk.chunk_id)
+                                                           : corpus_->KvShardOf(chunk.chunk_id));
+    std::vector<int32_t> positions(static_cast<size_t>(shard.n_tokens));
+    std::iota(positions.begin(), positions.end(), static_cast<int32_t>(source.virtual_start()));
+    SILO_RETURN_IF_ERROR(cache.AppendShard(sequence, shard, positions, transformer_.rope()));
+  }
+  result.stats.set_setup_ns(NanosSince(start));
+
+  const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
+  engine::StreamingDecoder decoder(&tokenizer);
+  absl::Status delta_status;
+  bool first = true;
+  const engine::GenerateOptions options{.sampling = request.sampling,
+                                        .max_tokens = request.max_tokens,
+                                        .stop_tokens = {},
+                                        .first_position = static_cast<int32_t>(question_start),
+                                        .hook = session.get()};
+  SILO_ASSIGN_OR_RETURN(const engine::GenerateStats generated,
+                        engine::Generate(transformer_, cache, sequence, prompt.suffix, options,
+                                         [&](const engine::SampledToken& token) {
+                                           if (first) {
+                                             result.stats.set_ttft_ns(NanosSince(start));
+                                             first = false;
+                                           }
+                                           if (tokenizer.IsEndOfGeneration(token.id)) {
+                                             result.stopped_by_eos = true;
+                                             return false;
+                                           }
+                                           absl::StatusOr<std::string> text =
+                                               decoder.Push(token.id);
+                                           if (!text.ok()) {
+                                             delta_status = text.status();
+                                             return false;
+                                           }
+                                           v1::TextDelta delta;
+                                           delta.set_text(*std::move(text));
+                                           delta.add_token_ids(static_cast<uint32_t>(token.id));
+                                           return on_delta(delta);
+                                         }));
+  SILO_RETURN_IF_ERROR(delta_status);
+  if (std::string rest = decoder.Flush(); !rest.empty()) {
+    v1::TextDelta delta;
+    delta.set_text(std::move(rest));
+    on_delta(delta);
+  }
+  if (session != nullptr) {
+    SILO_RETURN_IF_ERROR(session->Close());
+    const FedRagSessionStats& fedrag = session->stats();
+    result.stats.set_bytes_sent(fedrag.bytes_sent);
+    result.stats.set_bytes_received(fedrag.bytes_received);
+  }
+  result.stats.set_n_generated_tokens(static_cast<uint32_t>(generated.generated_tokens));
+  result.stats.set_total_ns(NanosSince(start));
+  result.sources = std::move(request.sources);
+  return result;
+}
+
+}  // namespace silo::node

@@ -1,0 +1,92 @@
+// The querier's decoder: it answers a placed session's question in GENERATION_MODE_LOCAL (the
+// question alone, nothing leaves the node) or GENERATION_MODE_FEDRAG (DESIGN.md §6) over the
+// virtual context [system][chunk_1]...[chunk_m][question][generated...]:
+//   - the system prompt is prefilled here at positions 0..P-1 (it precedes every chunk);
+//   - the querier's own chunks are appended here from their KV shards, rotated to their
+//     positions;
+//   - other owners' chunks stay with them: a FedRagSession has them scrambled onto the compute
+//     node and supplies their attention partials at every layer;
+//   - the question and every generated token attend to all of it, and tokens stream out.
+// The local KV cache is f32, so that FedRAG's only rounding is the wire type of K'/V' and a
+// single-process run over the same plaintext KV is its exact reference.
+//
+// Thread-safety: one answer at a time (Answer serializes on a lock).
+#ifndef SILO_NODE_ANSWER_ENGINE_H_
+#define SILO_NODE_ANSWER_ENGINE_H_
+
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/rag_prompt.h"
+#include "engine/sampler.h"
+#include "engine/thread_pool.h"
+#include "engine/transformer.h"
+#include "node/chunk_handles.h"
+#include "node/fedrag_key_exchange.h"
+#include "node/fedrag_session.h"
+#include "node/peer_channels.h"
+#include "retrieval/knowledge_base.h"
+#include "silo/v1/coordinator.pb.h"
+
+namespace silo::node {
+
+struct AnswerRequest {
+  std::string question;
+  v1::Placement placement;  // mode LOCAL or FEDRAG; session id; compute node
+  // FEDRAG: the chunks of the context, in context order (owner, handle, n_tokens); their
+  // virtual_start is set by Answer.
+  std::vector<v1::Source> sources;
+  engine::SamplingParams sampling;
+  int32_t max_tokens = 256;
+  v1::KvMode kv_mode = v1::KV_MODE_POSITION_INDEPENDENT;
+  v1::DType kv_dtype = v1::DTYPE_F32;
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct AnswerResult {
+  std::vector<v1::Source> sources;  // as requested, virtual_start filled in
+  v1::QueryStats stats;             // setup, ttft, total, tokens, bytes
+  bool stopped_by_eos = false;
+};
+
+class AnswerEngine {
+ public:
+  // `corpus` (the querier's own; its decoder answers), `handles`, `peers` must outlive it.
+  // Errors of RagPromptBuilder::Create (a model without a chat template).
+  static absl::StatusOr<std::unique_ptr<AnswerEngine>> Create(
+      retrieval::KnowledgeBase* corpus, const ChunkHandles* handles, std::string node_id,
+      KeyExchangeSigner signer, PeerChannels* peers, v1::ModelFingerprint model, int32_t threads);
+
+  // Answers; `on_delta` gets the text of each generated token (held back while a character is
+  // incomplete) and returns false to stop. InvalidArgument (bad request, context too long),
+  // UNIMPLEMENTED (another mode), the FedRagSession's errors, the engine's.
+  absl::StatusOr<AnswerResult> Answer(AnswerRequest request,
+                                      const std::function<bool(const v1::TextDelta&)>& on_delta);
+
+  const engine::RagPromptBuilder& prompts() const { return prompts_; }
+
+ private:
+  AnswerEngine(retrieval::KnowledgeBase* corpus, const ChunkHandles* handles, std::string node_id,
+               KeyExchangeSigner signer, PeerChannels* peers, v1::ModelFingerprint model,
+               int32_t threads, engine::RagPromptBuilder prompts);
+
+  retrieval::KnowledgeBase* corpus_;
+  const ChunkHandles* handles_;
+  const std::string node_id_;
+  const KeyExchangeSigner signer_;
+  PeerChannels* peers_;
+  const v1::ModelFingerprint model_;
+  engine::RagPromptBuilder prompts_;
+  std::mutex mutex_;  // one answer at a time
+  engine::ThreadPool pool_;
+  engine::Transformer transformer_;
+};
+
+}  // namespace silo::node
+
+#endif  // SILO_NODE_ANSWER_ENGINE_H_

@@ -1,0 +1,110 @@
+// The querier's side of a FedRAG session (DESIGN.md §6): it sets the session up and then serves
+// the model as an AttentionHook.
+//
+// Setup, for the owners whose chunks were selected (all in parallel where they can be):
+//   1. ExchangeKeys with each owner (signed X25519): one secret per owner, known to nobody else.
+//   2. SelectChunks: each owner learns where its chunks sit in the virtual context.
+//   3. OpenSession on the compute node with the layout (rows per key of every owner); the
+//      compute node's certificate must name the placed compute node.
+//   4. PrepareSession: each owner rotates, scrambles and uploads its K'/V' to the compute node.
+//   5. One long-lived Attend stream to the compute node.
+// Then at every delegated layer of every forward step, AddPartials scrambles the query rows of
+// every (owner, KV head, key) with that owner's Φ^{-T} (rows permuted afresh), sends them in one
+// AttendRequest, and unscrambles the answers into plain partials for the engine to merge with
+// its own. Layers below protect_layers (protect_mode SKIP) get no partials: chunks are not
+// attended there. Close ends the session on the compute node (its TTL does it otherwise).
+//
+// Thread-safety: one thread drives a session (the forward pass); Open runs owners in parallel.
+#ifndef SILO_NODE_FEDRAG_SESSION_H_
+#define SILO_NODE_FEDRAG_SESSION_H_
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "engine/model_config.h"
+#include "engine/transformer.h"
+#include "node/fedrag_key_exchange.h"
+#include "node/fedrag_scrambler.h"
+#include "node/peer_channels.h"
+#include "silo/v1/coordinator.pb.h"
+#include "silo/v1/node.grpc.pb.h"
+
+namespace silo::node {
+
+// One owner's chunks in the virtual context, in position order.
+struct FedRagOwnerChunks {
+  v1::NodeRef owner;
+  std::vector<v1::ChunkSelection> selections;  // handle and virtual_start
+  std::vector<int32_t> n_tokens;               // of each selection
+};
+
+struct FedRagSessionOptions {
+  v1::Placement placement;                // session id, compute node, resolved privacy settings
+  std::vector<FedRagOwnerChunks> owners;  // 1..64, each with at least one chunk
+  v1::ModelFingerprint model;             // the querier's decoder; owners must hold the same
+  v1::KvMode kv_mode = v1::KV_MODE_POSITION_INDEPENDENT;
+  v1::DType kv_dtype = v1::DTYPE_F32;  // K'/V' on the wire: F32 or F16
+  absl::Time deadline;                 // of the whole session (setup and every step)
+};
+
+// What the session cost, for QueryStats.
+struct FedRagSessionStats {
+  int64_t setup_ns = 0;
+  int64_t upload_bytes = 0;    // K'/V' the owners sent to the compute node
+  int64_t bytes_sent = 0;      // by the querier: key exchange, layout, queries
+  int64_t bytes_received = 0;  // by the querier: key exchange, partials
+  int64_t n_exchanges = 0;     // Attend round trips
+  int64_t exchange_ns = 0;     // spent in them (scrambling included)
+};
+
+class FedRagSession final : public engine::AttentionHook {
+ public:
+  // Sets the session up (steps 1–5 above). InvalidArgument for bad options; the first failing
+  // peer's status, its message naming the peer (Unavailable, DeadlineExceeded, PermissionDenied
+  // when the compute node's certificate is not the placed node's, ...). On failure the compute
+  // node's session is closed again.
+  static absl::StatusOr<std::unique_ptr<FedRagSession>> Open(FedRagSessionOptions options,
+                                                             const engine::ModelConfig& config,
+                                                             const KeyExchangeSigner& signer,
+                                                             PeerChannels& peers);
+  ~FedRagSession() override;  // Close, if not done
+
+  absl::Status AddPartials(int32_t layer, std::span<const float> q,
+                           std::span<const int32_t> positions,
+                           engine::AttentionPartials& partials) override;
+
+  // Ends the Attend stream and drops the session on the compute node.
+  absl::Status Close();
+
+  const FedRagSessionStats& stats() const { return stats_; }
+
+ private:
+  struct Owner {
+    FedRagScrambler scrambler;
+  };
+
+  FedRagSession(FedRagSessionOptions options, const engine::ModelConfig& config,
+                PeerChannels& peers);
+
+  FedRagSessionOptions options_;
+  int32_t n_heads_, n_kv_heads_, head_dim_, first_layer_, n_layers_;
+  std::shared_ptr<grpc::Channel> compute_channel_;
+  std::vector<Owner> owners_;
+  std::unique_ptr<grpc::ClientContext> attend_context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::AttendRequest, v1::AttendResponse>> attend_;
+  uint32_t step_ = 0;
+  int32_t last_layer_ = -1;
+  bool closed_ = false;          // no more exchanges
+  bool compute_closed_ = false;  // CloseSession was sent
+  std::mt19937_64 row_shuffle_;  // seeded from the CSPRNG; permutes query rows per message
+  FedRagSessionStats stats_;
+};
+
+}  // namespace silo::node
+
+#endif  // SILO_NODE_FEDRAG_SESSION_H_
