@@ -98,8 +98,11 @@ crypto::TlsFiles DevTlsFiles(const std::filesystem::path& dir, std::string_view 
   };
 }
 
-absl::StatusOr<DevServer> StartDevServer(const std::filesystem::path& dir, std::string_view id,
-                                         const std::vector<grpc::Service*>& services) {
+absl::StatusOr<DevServer> StartDevServer(
+    const std::filesystem::path& dir, std::string_view id,
+    const std::vector<grpc::Service*>& services,
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors) {
   absl::StatusOr<crypto::TlsMaterial> tls = crypto::LoadTlsMaterial(DevTlsFiles(dir, id));
   if (!tls.ok()) return tls.status();
   grpc::ServerBuilder builder;
@@ -107,6 +110,7 @@ absl::StatusOr<DevServer> StartDevServer(const std::filesystem::path& dir, std::
   builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(*tls), &port);
   crypto::ApplyFederationServerLimits(builder);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (!interceptors.empty()) builder.experimental().SetInterceptorCreators(std::move(interceptors));
   DevServer started;
   started.server = builder.BuildAndStart();
   if (started.server == nullptr || port == 0) {

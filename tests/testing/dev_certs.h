@@ -22,6 +22,7 @@
 #include "crypto/mtls.h"
 #include "grpcpp/channel.h"
 #include "grpcpp/server.h"
+#include "grpcpp/support/server_interceptor.h"
 
 namespace silo::testing {
 
@@ -53,8 +54,12 @@ struct DevServer {
   std::unique_ptr<grpc::Server> server;
   std::string address;  // "127.0.0.1:<port>"
 };
-absl::StatusOr<DevServer> StartDevServer(const std::filesystem::path& dir, std::string_view id,
-                                         const std::vector<grpc::Service*>& services);
+// `interceptors` (optional) see every call, e.g. to record what a server sends and receives.
+absl::StatusOr<DevServer> StartDevServer(
+    const std::filesystem::path& dir, std::string_view id,
+    const std::vector<grpc::Service*>& services,
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
+        interceptors = {});
 
 // A channel to `address` as the make-dev-ca identity `id` in `dir`, with the federation's
 // channel arguments.
