@@ -758,11 +758,11 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
     case v1::GENERATION_MODE_RETRIEVE:
     case v1::GENERATION_MODE_LOCAL:
     case v1::GENERATION_MODE_FEDRAG:
+    case v1::GENERATION_MODE_CENTRALIZED:  // placed as retrieval; owners decide to hand text
       break;
     case v1::GENERATION_MODE_DRAGON:
-    case v1::GENERATION_MODE_CENTRALIZED:
       return absl::UnimplementedError(StrCat("placement of ", ModeName(request.mode()),
-                                             " sessions arrives with the FedRAG/DRAGON issues"));
+                                             " sessions arrives with the DRAGON issue"));
     default:
       return absl::InvalidArgumentError(StrCat("generation mode ", static_cast<int>(request.mode()),
                                                " (", ModeName(request.mode()),

@@ -168,9 +168,11 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
     request.set_mode(v1::GENERATION_MODE_FEDRAG);
   } else if (options.mode == "local") {
     request.set_mode(v1::GENERATION_MODE_LOCAL);
+  } else if (options.mode == "centralized") {
+    request.set_mode(v1::GENERATION_MODE_CENTRALIZED);
   } else {
     return absl::InvalidArgumentError(
-        StrCat("--mode must be retrieve, fedrag or local, not ", options.mode));
+        StrCat("--mode must be retrieve, fedrag, local or centralized, not ", options.mode));
   }
   if (options.merge != "score" && options.merge != "rrf") {
     return absl::InvalidArgumentError(StrCat("--merge must be score or rrf, not ", options.merge));

@@ -39,7 +39,7 @@ absl::Status RunNodes(const SiloctlConfig& config, const NodesCommandOptions& op
 
 struct QueryCommandOptions {
   std::string question;
-  std::string mode = "retrieve";  // retrieve | fedrag | local
+  std::string mode = "retrieve";  // retrieve | fedrag | local | centralized
   std::string querier;            // empty: the coordinator picks one
   int32_t top_k = 8;
   std::string merge = "score";  // score | rrf

@@ -1,6 +1,7 @@
 // siloctl: the operator's client of a silo federation (coordinator/siloctl_commands.h).
 //   siloctl --config siloctl.yaml nodes [--probe]
-//   siloctl --config siloctl.yaml query [--mode retrieve|fedrag|local] [-k 8] [--merge score|rrf]
+//   siloctl --config siloctl.yaml query [--mode retrieve|fedrag|local|centralized] [-k 8] [--merge
+//   score|rrf]
 //           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16]
 //           [--key-scope session|chunk|block] [--block-rows N] [--mixer sphps|dense]
 //           [--protect-layers N] "question"
@@ -30,7 +31,8 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   query_command
       ->add_option("--mode", query.mode,
                    "retrieve (sources only), fedrag (answer over every owner's chunks, which "
-                   "stay with their owners) or local (the question alone)")
+                   "stay with their owners), local (the question alone) or centralized "
+                   "(evaluation only: owners that allow it hand over their chunks' text)")
       ->capture_default_str();
   query_command->add_option("--querier", query.querier,
                             "Node that embeds the question (default: the coordinator's pick)");

@@ -1,5 +1,7 @@
 #include "engine/transformer.h"
 
+#include <numeric>
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -285,6 +287,24 @@ absl::Status Transformer::Forward(std::span<const SequenceInput> batch, KvCache&
   logits.resize(n_logit_rows * c.vocab_size);
   if (n_logit_rows > 0) Multiply(model_.output(), wanted.data(), n_logit_rows, logits.data());
   return absl::OkStatus();
+}
+
+absl::StatusOr<KvShard> PrefillKvShard(Transformer& transformer, std::span<const int32_t> tokens) {
+  if (tokens.empty()) return absl::InvalidArgumentError("KV shard of no tokens");
+  std::vector<int32_t> positions(tokens.size());
+  std::iota(positions.begin(), positions.end(), 0);
+  KvShard shard;
+  std::vector<float> logits;
+  KvCache cache(transformer.model().config(), attention::KvDType::kF16,
+                static_cast<int64_t>(tokens.size()));
+  const SequenceInput input{.sequence = cache.NewSequence(),
+                            .tokens = tokens,
+                            .positions = positions,
+                            .logits = LogitsWanted::kNone,
+                            .hook = nullptr,
+                            .capture = &shard};
+  SILO_RETURN_IF_ERROR(transformer.Forward({&input, 1}, cache, logits));
+  return shard;
 }
 
 }  // namespace silo::engine

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "engine/kv_cache.h"
 #include "engine/model.h"
 #include "engine/rope.h"
@@ -96,6 +97,10 @@ class Transformer {
   std::vector<float> x_, norm_, q_, k_, v_, attn_, gate_, up_;
   std::vector<float> parts_o_, parts_m_, parts_l_;
 };
+
+// A chunk's KV shard: `tokens` prefilled alone at positions 0..n-1 over an f16 cache, as an
+// owner computes it at ingest (DESIGN.md §4). InvalidArgument for no tokens; Forward's errors.
+absl::StatusOr<KvShard> PrefillKvShard(Transformer& transformer, std::span<const int32_t> tokens);
 
 }  // namespace silo::engine
 

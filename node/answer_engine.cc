@@ -1,5 +1,6 @@
 #include "node/answer_engine.h"
 
+#include <map>
 #include <numeric>
 
 #include "common/status_macros.h"
@@ -42,7 +43,8 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
     AnswerRequest request, const std::function<bool(const v1::TextDelta&)>& on_delta) {
   const absl::Time start = absl::Now();
   const v1::GenerationMode mode = request.placement.mode();
-  if (mode != v1::GENERATION_MODE_LOCAL && mode != v1::GENERATION_MODE_FEDRAG) {
+  if (mode != v1::GENERATION_MODE_LOCAL && mode != v1::GENERATION_MODE_FEDRAG &&
+      mode != v1::GENERATION_MODE_CENTRALIZED) {
     return absl::UnimplementedError(
         StrCat(v1::GenerationMode_Name(mode), " is not answered by this node's engine"));
   }
@@ -95,6 +97,9 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
   result.stats.set_n_prompt_tokens(static_cast<uint32_t>(question_start + prompt.suffix.size()));
 
   const std::lock_guard<std::mutex> lock(mutex_);
+  if (mode == v1::GENERATION_MODE_CENTRALIZED) {
+    return AnswerCentralized(std::move(request), std::move(result), start, on_delta);
+  }
   std::unique_ptr<FedRagSession> session;
   if (!owners.empty()) {
     FedRagSessionOptions options{.placement = request.placement,
@@ -138,7 +143,24 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
     SILO_RETURN_IF_ERROR(cache.AppendShard(sequence, shard, positions, transformer_.rope()));
   }
   result.stats.set_setup_ns(NanosSince(start));
+  SILO_RETURN_IF_ERROR(Decode(cache, sequence, prompt.suffix, static_cast<int32_t>(question_start),
+                              session.get(), request, start, result, on_delta));
+  if (session != nullptr) {
+    SILO_RETURN_IF_ERROR(session->Close());
+    const FedRagSessionStats& fedrag = session->stats();
+    result.stats.set_bytes_sent(fedrag.bytes_sent);
+    result.stats.set_bytes_received(fedrag.bytes_received);
+  }
+  result.stats.set_total_ns(NanosSince(start));
+  result.sources = std::move(request.sources);
+  return result;
+}
 
+absl::Status AnswerEngine::Decode(engine::KvCache& cache, engine::SequenceId sequence,
+                                  std::span<const int32_t> prompt, int32_t first_position,
+                                  engine::AttentionHook* hook, const AnswerRequest& request,
+                                  absl::Time start, AnswerResult& result,
+                                  const std::function<bool(const v1::TextDelta&)>& on_delta) {
   const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
   absl::Status delta_status;
@@ -146,10 +168,10 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
   const engine::GenerateOptions options{.sampling = request.sampling,
                                         .max_tokens = request.max_tokens,
                                         .stop_tokens = {},
-                                        .first_position = static_cast<int32_t>(question_start),
-                                        .hook = session.get()};
+                                        .first_position = first_position,
+                                        .hook = hook};
   SILO_ASSIGN_OR_RETURN(const engine::GenerateStats generated,
-                        engine::Generate(transformer_, cache, sequence, prompt.suffix, options,
+                        engine::Generate(transformer_, cache, sequence, prompt, options,
                                          [&](const engine::SampledToken& token) {
                                            if (first) {
                                              result.stats.set_ttft_ns(NanosSince(start));
@@ -176,13 +198,113 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
     delta.set_text(std::move(rest));
     on_delta(delta);
   }
-  if (session != nullptr) {
-    SILO_RETURN_IF_ERROR(session->Close());
-    const FedRagSessionStats& fedrag = session->stats();
-    result.stats.set_bytes_sent(fedrag.bytes_sent);
-    result.stats.set_bytes_received(fedrag.bytes_received);
-  }
   result.stats.set_n_generated_tokens(static_cast<uint32_t>(generated.generated_tokens));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> AnswerEngine::GatherChunkText(
+    const AnswerRequest& request) {
+  std::vector<std::string> texts(request.sources.size());
+  std::map<std::string, std::vector<size_t>> remote;  // owner → indexes of its sources
+  const std::string& session_id = request.placement.session().value();
+  for (size_t i = 0; i < request.sources.size(); ++i) {
+    const v1::Source& source = request.sources[i];
+    if (source.owner_node_id() != node_id_) {
+      remote[source.owner_node_id()].push_back(i);
+      continue;
+    }
+    SILO_ASSIGN_OR_RETURN(const int64_t vector_id, handles_->Open(session_id, source.handle()));
+    SILO_ASSIGN_OR_RETURN(retrieval::ChunkRecord chunk,
+                          corpus_->store().GetChunkByVectorId(vector_id));
+    texts[i] = std::move(chunk.text);
+  }
+  for (const auto& [owner, indexes] : remote) {
+    const auto participant = std::find_if(
+        request.placement.participants().begin(), request.placement.participants().end(),
+        [&](const v1::NodeRef& ref) { return ref.node_id() == owner; });
+    if (participant == request.placement.participants().end()) {
+      return absl::InvalidArgumentError(StrCat("source owner ", owner, " is not a participant"));
+    }
+    v1::ExportChunkTextRequest export_request;
+    *export_request.mutable_session() = request.placement.session();
+    for (const size_t i : indexes) export_request.add_handles(request.sources[i].handle());
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(request.deadline));
+    v1::ExportChunkTextResponse response;
+    const grpc::Status status = v1::RetrievalService::NewStub(peers_->Get(participant->address()))
+                                    ->ExportChunkText(&context, export_request, &response);
+    if (!status.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          StrCat("ExportChunkText at ", owner, ": ", status.error_message()));
+    }
+    if (response.texts_size() != static_cast<int>(indexes.size())) {
+      return absl::InternalError(StrCat(owner, " exported another number of chunks"));
+    }
+    for (size_t j = 0; j < indexes.size(); ++j) {
+      texts[indexes[j]] = response.texts(static_cast<int>(j));
+    }
+  }
+  return texts;
+}
+
+absl::StatusOr<AnswerResult> AnswerEngine::AnswerCentralized(
+    AnswerRequest request, AnswerResult result, absl::Time start,
+    const std::function<bool(const v1::TextDelta&)>& on_delta) {
+  SILO_ASSIGN_OR_RETURN(const std::vector<std::string> texts, GatherChunkText(request));
+  const engine::ModelConfig& config = corpus_->decoder().model().config();
+  const engine::RagPrompt prompt = prompts_.Build(request.question, texts);
+  engine::KvCache cache(config, attention::KvDType::kF32,
+                        static_cast<int64_t>(prompt.Concatenated().size()) + request.max_tokens);
+  const engine::SequenceId sequence = cache.NewSequence();
+  if (request.kv_mode == v1::KV_MODE_PREFILL) {
+    // Prefilled normally: the whole prompt in one pass, chunks attending to each other.
+    int64_t position = static_cast<int64_t>(prompt.prefix.size());
+    for (size_t i = 0; i < request.sources.size(); ++i) {
+      request.sources[i].set_virtual_start(position);
+      request.sources[i].set_n_tokens(static_cast<uint32_t>(prompt.chunks[i].size()));
+      position += static_cast<int64_t>(prompt.chunks[i].size());
+    }
+    const std::vector<int32_t> tokens = prompt.Concatenated();
+    result.stats.set_n_prompt_tokens(static_cast<uint32_t>(tokens.size()));
+    result.stats.set_setup_ns(NanosSince(start));
+    SILO_RETURN_IF_ERROR(
+        Decode(cache, sequence, tokens, 0, nullptr, request, start, result, on_delta));
+  } else {
+    // Each chunk's KV computed alone, as its owner computes its shard, and placed where FedRAG
+    // places it: the plaintext computation of FedRAG's KV.
+    std::vector<int32_t> positions(prompt.prefix.size());
+    std::iota(positions.begin(), positions.end(), 0);
+    const engine::SequenceInput input{.sequence = sequence,
+                                      .tokens = prompt.prefix,
+                                      .positions = positions,
+                                      .logits = engine::LogitsWanted::kNone,
+                                      .hook = nullptr,
+                                      .capture = nullptr};
+    std::vector<float> logits;
+    SILO_RETURN_IF_ERROR(transformer_.Forward({&input, 1}, cache, logits));
+    const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const std::vector<int32_t> tokens = tokenizer.Encode(texts[i], /*parse_special=*/false);
+      SILO_ASSIGN_OR_RETURN(const engine::KvShard shard,
+                            engine::PrefillKvShard(transformer_, tokens));
+      const int32_t first = static_cast<int32_t>(request.sources[i].virtual_start());
+      if (shard.n_tokens != static_cast<int32_t>(request.sources[i].n_tokens())) {
+        return absl::FailedPreconditionError(
+            StrCat("chunk ", i, " has ", shard.n_tokens, " tokens here and ",
+                   request.sources[i].n_tokens(), " at its owner"));
+      }
+      positions.resize(static_cast<size_t>(shard.n_tokens));
+      std::iota(positions.begin(), positions.end(), first);
+      SILO_RETURN_IF_ERROR(cache.AppendShard(sequence, shard, positions, transformer_.rope()));
+    }
+    const v1::Source* last = request.sources.empty() ? nullptr : &request.sources.back();
+    const int32_t question_start =
+        last == nullptr ? static_cast<int32_t>(prompt.prefix.size())
+                        : static_cast<int32_t>(last->virtual_start() + last->n_tokens());
+    result.stats.set_setup_ns(NanosSince(start));
+    SILO_RETURN_IF_ERROR(Decode(cache, sequence, prompt.suffix, question_start, nullptr, request,
+                                start, result, on_delta));
+  }
   result.stats.set_total_ns(NanosSince(start));
   result.sources = std::move(request.sources);
   return result;

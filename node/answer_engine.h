@@ -1,6 +1,7 @@
 // The querier's decoder: it answers a placed session's question in GENERATION_MODE_LOCAL (the
-// question alone, nothing leaves the node) or GENERATION_MODE_FEDRAG (DESIGN.md §6) over the
-// virtual context [system][chunk_1]...[chunk_m][question][generated...]:
+// question alone, nothing leaves the node), GENERATION_MODE_CENTRALIZED (evaluation only: the
+// owners hand over their chunks' text, see below) or GENERATION_MODE_FEDRAG (DESIGN.md §6) over
+// the virtual context [system][chunk_1]...[chunk_m][question][generated...]:
 //   - the system prompt is prefilled here at positions 0..P-1 (it precedes every chunk);
 //   - the querier's own chunks are appended here from their KV shards, rotated to their
 //     positions;
@@ -9,6 +10,12 @@
 //   - the question and every generated token attend to all of it, and tokens stream out.
 // The local KV cache is f32, so that FedRAG's only rounding is the wire type of K'/V' and a
 // single-process run over the same plaintext KV is its exact reference.
+//
+// CENTRALIZED gathers the chunks' text here (owners with `serve.plaintext_baseline: true` only)
+// and, with kv_mode PREFILL, prefills the whole prompt normally (chunks attend to each other:
+// the plaintext RAG baseline); with POSITION_INDEPENDENT it computes each chunk's KV alone, as
+// its owner would, and places it where FedRAG places it: the plaintext computation of exactly
+// the KV FedRAG attends over.
 //
 // Thread-safety: one answer at a time (Answer serializes on a lock).
 #ifndef SILO_NODE_ANSWER_ENGINE_H_
@@ -22,6 +29,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "engine/kv_cache.h"
 #include "engine/rag_prompt.h"
 #include "engine/sampler.h"
 #include "engine/thread_pool.h"
@@ -74,6 +82,19 @@ class AnswerEngine {
   AnswerEngine(retrieval::KnowledgeBase* corpus, const ChunkHandles* handles, std::string node_id,
                KeyExchangeSigner signer, PeerChannels* peers, v1::ModelFingerprint model,
                int32_t threads, engine::RagPromptBuilder prompts);
+
+  // Generates from `prompt` at `first_position` onward, streaming text to `on_delta`; fills
+  // result's ttft (from `start`) and generated tokens.
+  absl::Status Decode(engine::KvCache& cache, engine::SequenceId sequence,
+                      std::span<const int32_t> prompt, int32_t first_position,
+                      engine::AttentionHook* hook, const AnswerRequest& request, absl::Time start,
+                      AnswerResult& result,
+                      const std::function<bool(const v1::TextDelta&)>& on_delta);
+  // CENTRALIZED: every source's text, from this node's store or its owner's ExportChunkText.
+  absl::StatusOr<std::vector<std::string>> GatherChunkText(const AnswerRequest& request);
+  absl::StatusOr<AnswerResult> AnswerCentralized(
+      AnswerRequest request, AnswerResult result, absl::Time start,
+      const std::function<bool(const v1::TextDelta&)>& on_delta);
 
   retrieval::KnowledgeBase* corpus_;
   const ChunkHandles* handles_;

@@ -55,12 +55,11 @@ absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& ou
   const engine::Tokenizer& tokenizer = language_model.tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
   // The callback ends generation at an end-of-generation token, so no stop list is needed.
-  const engine::GenerateOptions generate_options{
-      .sampling = options.sampling,
-      .max_tokens = options.max_tokens,
-      .stop_tokens = {},
-      .first_position = std::nullopt,
-      .hook = nullptr};
+  const engine::GenerateOptions generate_options{.sampling = options.sampling,
+                                                 .max_tokens = options.max_tokens,
+                                                 .stop_tokens = {},
+                                                 .first_position = std::nullopt,
+                                                 .hook = nullptr};
   absl::Status decode_status;
   SILO_ASSIGN_OR_RETURN(const engine::GenerateStats stats,
                         engine::Generate(transformer, cache, sequence, prompt, generate_options,

@@ -35,6 +35,7 @@ absl::Status LoadServeConfig(const std::string& file, const ConfigNode& root, Se
   SILO_ASSIGN_OR_RETURN(serve.advertise, node.GetOr<std::string>("advertise", ""));
   SILO_ASSIGN_OR_RETURN(serve.coordinator, node.GetOr<std::string>("coordinator", ""));
   SILO_ASSIGN_OR_RETURN(serve.citations, node.GetOr<bool>("citations", false));
+  SILO_ASSIGN_OR_RETURN(serve.plaintext_baseline, node.GetOr<bool>("plaintext_baseline", false));
   if (!serve.listen.empty()) {
     SILO_RETURN_IF_ERROR(CheckAddress(file, "listen", serve.listen, /*allow_port_zero=*/true));
   }

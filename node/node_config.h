@@ -29,6 +29,7 @@
 //       cert: certs/hospital-a.pem
 //       key: certs/hospital-a.key
 //     citations: false             # whether Retrieve discloses a chunk's title and source path
+//     plaintext_baseline: false    # evaluation only: chunk text to CENTRALIZED sessions
 //
 // A misspelt or unknown key is an error, not a silent default.
 #ifndef SILO_NODE_NODE_CONFIG_H_
@@ -48,6 +49,9 @@ struct ServeConfig {
   std::string coordinator;  // empty: no coordinator
   crypto::TlsFiles tls;
   bool citations = false;
+  // Evaluation only: hand chunk text to the querier of a CENTRALIZED session (the plaintext
+  // baseline). Never in a federation that means its privacy.
+  bool plaintext_baseline = false;
 };
 
 struct NodeConfig {

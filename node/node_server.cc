@@ -75,7 +75,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
   if (server->corpus_ != nullptr) {
     server->retrieval_service_ = std::make_unique<RetrievalService>(
         server->corpus_.get(), *server->handles_, info_without_address.model(),
-        info_without_address.embedder(), serve.citations);
+        info_without_address.embedder(), serve.citations, serve.plaintext_baseline);
     SILO_ASSIGN_OR_RETURN(KeyExchangeSigner owner_signer, server->Signer());
     server->owner_service_ = std::make_unique<FedRagOwnerService>(
         server->corpus_.get(), server->handles_.get(), std::move(owner_signer),

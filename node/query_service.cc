@@ -93,11 +93,13 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
                    querier_.node_id)};
   }
   const v1::GenerationMode mode = placement.mode();
-  const bool generates = mode == v1::GENERATION_MODE_FEDRAG || mode == v1::GENERATION_MODE_LOCAL;
+  const bool generates = mode == v1::GENERATION_MODE_FEDRAG || mode == v1::GENERATION_MODE_LOCAL ||
+                         mode == v1::GENERATION_MODE_CENTRALIZED;
   if (mode != v1::GENERATION_MODE_RETRIEVE && !generates) {
-    return {grpc::StatusCode::UNIMPLEMENTED,
-            StrCat(v1::GenerationMode_Name(mode),
-                   " is not served yet: this node answers RETRIEVE, FEDRAG and LOCAL")};
+    return {
+        grpc::StatusCode::UNIMPLEMENTED,
+        StrCat(v1::GenerationMode_Name(mode),
+               " is not served yet: this node answers RETRIEVE, FEDRAG, LOCAL and CENTRALIZED")};
   }
   if (generates && engine_ == nullptr) {
     return {grpc::StatusCode::FAILED_PRECONDITION, "this node runs no decoder"};

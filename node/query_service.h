@@ -4,8 +4,10 @@
 //             answer;
 //   FEDRAG    federated retrieval, then generation over the selected chunks wherever they are
 //             (AnswerEngine, FedRagSession), streaming text;
-//   LOCAL     generation from the question alone; nothing leaves the node.
-// DRAGON and CENTRALIZED are UNIMPLEMENTED here.
+//   LOCAL     generation from the question alone; nothing leaves the node;
+//   CENTRALIZED  evaluation only: federated retrieval, then the owners' chunk text gathered
+//             here (owners that allow it) and generation over it in plaintext.
+// DRAGON is UNIMPLEMENTED here.
 //
 // Thread-safe.
 #ifndef SILO_NODE_QUERY_SERVICE_H_

@@ -55,12 +55,44 @@ v1::Tensor EncodeQueryEmbedding(std::span<const float> embedding) {
 
 RetrievalService::RetrievalService(const retrieval::KnowledgeBase* corpus,
                                    const ChunkHandles& handles, v1::ModelFingerprint model,
-                                   v1::ModelFingerprint embedder, bool citations)
+                                   v1::ModelFingerprint embedder, bool citations,
+                                   bool plaintext_baseline)
     : corpus_(corpus),
       handles_(handles),
       model_(std::move(model)),
       embedder_(std::move(embedder)),
-      citations_(citations) {}
+      citations_(citations),
+      plaintext_baseline_(plaintext_baseline) {}
+
+grpc::Status RetrievalService::ExportChunkText(grpc::ServerContext* context,
+                                               const v1::ExportChunkTextRequest* request,
+                                               v1::ExportChunkTextResponse* response) {
+  if (auto caller =
+          AuthorizeCall(*context, Server::kNode, "/silo.v1.RetrievalService/ExportChunkText");
+      !caller.ok()) {
+    return ToGrpcStatus(caller.status());
+  }
+  if (corpus_ == nullptr) {
+    return {grpc::StatusCode::FAILED_PRECONDITION, "this node holds no corpus"};
+  }
+  if (!plaintext_baseline_) {
+    return {grpc::StatusCode::PERMISSION_DENIED,
+            "this owner keeps its chunk text (serve.plaintext_baseline is off)"};
+  }
+  if (request->handles_size() < 1 || request->handles_size() > 256) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "ask for 1 to 256 chunks"};
+  }
+  for (const std::string& handle : request->handles()) {
+    absl::StatusOr<int64_t> vector_id = handles_.Open(request->session().value(), handle);
+    if (!vector_id.ok()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, std::string(vector_id.status().message())};
+    }
+    absl::StatusOr<retrieval::ChunkRecord> chunk = corpus_->store().GetChunkByVectorId(*vector_id);
+    if (!chunk.ok()) return ToGrpcStatus(chunk.status());
+    response->add_texts(std::move(chunk->text));
+  }
+  return grpc::Status::OK;
+}
 
 grpc::Status RetrievalService::Retrieve(grpc::ServerContext* context,
                                         const v1::RetrieveRequest* request,

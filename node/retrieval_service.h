@@ -24,11 +24,16 @@ v1::Tensor EncodeQueryEmbedding(std::span<const float> embedding);
 class RetrievalService final : public v1::RetrievalService::Service {
  public:
   // `corpus` is null on a node without one (every Retrieve is then FAILED_PRECONDITION).
+  // `plaintext_baseline`: whether ExportChunkText answers (evaluation only).
   RetrievalService(const retrieval::KnowledgeBase* corpus, const ChunkHandles& handles,
-                   v1::ModelFingerprint model, v1::ModelFingerprint embedder, bool citations);
+                   v1::ModelFingerprint model, v1::ModelFingerprint embedder, bool citations,
+                   bool plaintext_baseline = false);
 
   grpc::Status Retrieve(grpc::ServerContext* context, const v1::RetrieveRequest* request,
                         v1::RetrieveResponse* response) override;
+  grpc::Status ExportChunkText(grpc::ServerContext* context,
+                               const v1::ExportChunkTextRequest* request,
+                               v1::ExportChunkTextResponse* response) override;
 
  private:
   const retrieval::KnowledgeBase* corpus_;
@@ -36,6 +41,7 @@ class RetrievalService final : public v1::RetrievalService::Service {
   const v1::ModelFingerprint model_;
   const v1::ModelFingerprint embedder_;
   const bool citations_;
+  const bool plaintext_baseline_;
 };
 
 }  // namespace silo::node

@@ -20,6 +20,7 @@ const std::vector<RpcRule>& Rules() {
   static const auto* const rules = new std::vector<RpcRule>{
       // silo-node
       {Server::kNode, "/silo.v1.RetrievalService/Retrieve", {kInstitution, kDevice}},
+      {Server::kNode, "/silo.v1.RetrievalService/ExportChunkText", {kInstitution, kDevice}},
       {Server::kNode, "/silo.v1.NodeControlService/MeasurePeers", {kCoordinator, kOperator}},
       {Server::kNode,
        "/silo.v1.NodeControlService/Probe",

@@ -171,20 +171,8 @@ absl::Status KnowledgeBase::LoadOrRebuildIndex() {
 absl::StatusOr<std::vector<uint8_t>> KnowledgeBase::ComputeKvShard(std::string_view text) {
   const std::vector<int32_t> tokens = decoder_.tokenizer().Encode(text, /*parse_special=*/false);
   if (tokens.empty()) return absl::InvalidArgumentError("KV shard of an empty chunk");
-  std::vector<int32_t> positions(tokens.size());
-  std::iota(positions.begin(), positions.end(), 0);
-  engine::KvShard shard;
-  std::vector<float> logits;
   std::lock_guard lock(transformer_mutex_);
-  engine::KvCache cache(decoder_.model().config(), attention::KvDType::kF16,
-                        static_cast<int64_t>(tokens.size()));
-  const engine::SequenceInput input{.sequence = cache.NewSequence(),
-                                    .tokens = tokens,
-                                    .positions = positions,
-                                    .logits = engine::LogitsWanted::kNone,
-                                    .hook = nullptr,
-                                    .capture = &shard};
-  SILO_RETURN_IF_ERROR(transformer_.Forward({&input, 1}, cache, logits));
+  SILO_ASSIGN_OR_RETURN(const engine::KvShard shard, engine::PrefillKvShard(transformer_, tokens));
   return EncodeKvShard(shard);
 }
 

@@ -565,9 +565,7 @@ TEST_F(CoordinatorStateTest, FedRagNeedsAnOnlineComputeNode) {
 TEST_F(PlacementTest, OtherModesAreUnimplementedOrInvalid) {
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_DRAGON, "querier")),
               StatusIs(absl::StatusCode::kUnimplemented,
-                       "placement of dragon sessions arrives with the FedRAG/DRAGON issues"));
-  EXPECT_THAT(Place(Request(v1::GENERATION_MODE_CENTRALIZED, "querier")),
-              StatusIs(absl::StatusCode::kUnimplemented, HasSubstr("centralized")));
+                       "placement of dragon sessions arrives with the DRAGON issue"));
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_UNSPECIFIED, "querier")),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Place(Request(static_cast<v1::GenerationMode>(77), "querier")),
