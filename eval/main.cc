@@ -1,11 +1,13 @@
 // silo-eval: the evaluation harness. Subcommands:
-//   retrieval  recall@k of the Python FAQ's answers over the Python documentation
+//   retrieval     recall@k of the Python FAQ's answers over the Python documentation
+//   bench fedrag  TTFT and per-token latency of LOCAL, CENTRALIZED and FEDRAG, with a shaper
 #include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "eval/fedrag_bench.h"
 #include "eval/retrieval_eval.h"
 
 // CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
@@ -47,7 +49,35 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   retrieval_command->add_option("--json", json_path, "Also write the result as JSON here");
   retrieval_command->add_flag("--per-question", per_question, "Print every question's rank");
 
+  CLI::App* bench_command = app.add_subcommand("bench", "Speed measurements");
+  bench_command->require_subcommand(1);
+  silo::eval::FedRagBenchOptions fedrag;
+  CLI::App* fedrag_command = bench_command->add_subcommand(
+      "fedrag",
+      "TTFT and per-token latency of local, centralized and FedRAG with three owners, on "
+      "loopback and with the shaper between the querier and the owners");
+  fedrag_command->add_option("--work-dir", fedrag.work_dir, "Certificates, stores; kept")
+      ->capture_default_str();
+  fedrag_command->add_option("--rtt-ms", fedrag.rtt_ms, "Round trips added to the owners")
+      ->capture_default_str();
+  fedrag_command->add_option("--questions", fedrag.n_questions, "Questions per row")
+      ->capture_default_str();
+  fedrag_command->add_option("--max-tokens", fedrag.max_tokens)->capture_default_str();
+  fedrag_command->add_option("-k,--top-k", fedrag.top_k)->capture_default_str();
+  fedrag_command->add_option("--threads", fedrag.threads, "Threads per node")
+      ->capture_default_str();
+  fedrag_command->add_option("--decoder", fedrag.decoder_model)->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+
+  if (fedrag_command->parsed()) {
+    if (const absl::Status status = silo::eval::RunFedRagBench(fedrag, std::cout, std::cerr);
+        !status.ok()) {
+      std::cerr << "silo-eval bench fedrag: " << status << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   if (retrieval_command->parsed()) {
     absl::StatusOr<silo::retrieval::IndexKind> kind = silo::retrieval::ParseIndexKind(index_kind);

@@ -150,6 +150,9 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
     const FedRagSessionStats& fedrag = session->stats();
     result.stats.set_bytes_sent(fedrag.bytes_sent);
     result.stats.set_bytes_received(fedrag.bytes_received);
+    result.stats.set_attention_exchanges(static_cast<uint32_t>(fedrag.n_exchanges));
+    result.stats.set_attention_exchange_ns(fedrag.exchange_ns);
+    result.stats.set_upload_bytes(fedrag.upload_bytes);
   }
   result.stats.set_total_ns(NanosSince(start));
   result.sources = std::move(request.sources);
