@@ -30,7 +30,8 @@ absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
                                        const GenerateOptions& options,
                                        const std::function<bool(const SampledToken&)>& on_token) {
   if (prompt.empty()) return absl::InvalidArgumentError("generate: empty prompt");
-  if (options.max_tokens <= 0) {
+  const bool forced = !options.forced_tokens.empty();
+  if (options.max_tokens <= 0 && !forced) {
     return absl::InvalidArgumentError(
         StrCat("generate: max_tokens ", options.max_tokens, " is not positive"));
   }
@@ -58,7 +59,13 @@ absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
   stats.prefill_seconds = SecondsSince(start);
   start = std::chrono::steady_clock::now();
   while (true) {
-    const SampledToken token = sampler.Sample(logits, history);
+    const SampledToken token =
+        forced
+            ? SampledToken{.id = options.forced_tokens[static_cast<size_t>(stats.generated_tokens)],
+                           .logprob = LogProbability(
+                               logits,
+                               options.forced_tokens[static_cast<size_t>(stats.generated_tokens)])}
+            : sampler.Sample(logits, history);
     ++stats.generated_tokens;
     history.push_back(token.id);
     const bool is_stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(),
@@ -67,7 +74,10 @@ absl::StatusOr<GenerateStats> Generate(Transformer& transformer, KvCache& cache,
       stats.stopped = true;
       break;
     }
-    if (stats.generated_tokens >= options.max_tokens) break;
+    if (stats.generated_tokens >=
+        (forced ? static_cast<int64_t>(options.forced_tokens.size()) : options.max_tokens)) {
+      break;
+    }
     const int32_t next_position = position++;
     SequenceInput step{.sequence = sequence,
                        .tokens = {&token.id, 1},

@@ -28,6 +28,10 @@ struct GenerateOptions {
   // Extra attention partials at every layer of every forward (FedRAG's remote chunks); optional,
   // must outlive the call.
   AttentionHook* hook = nullptr;
+  // Teacher forcing: when not empty, these tokens are fed instead of sampled ones (each
+  // reported with its log-probability under the model) and generation ends after the last;
+  // max_tokens is ignored. Scores a known answer (perplexity).
+  std::vector<int32_t> forced_tokens;
 };
 
 struct GenerateStats {

@@ -1,6 +1,7 @@
 // silo-eval: the evaluation harness. Subcommands:
 //   retrieval     recall@k of the Python FAQ's answers over the Python documentation
 //   bench fedrag  TTFT and per-token latency of LOCAL, CENTRALIZED and FEDRAG, with a shaper
+//   utility       gold-answer perplexity of LOCAL, CENTRALIZED and FEDRAG over the Python FAQ
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -8,6 +9,7 @@
 
 #include "CLI/CLI.hpp"
 #include "eval/fedrag_bench.h"
+#include "eval/fedrag_utility.h"
 #include "eval/retrieval_eval.h"
 
 // CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
@@ -56,7 +58,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       "fedrag",
       "TTFT and per-token latency of local, centralized and FedRAG with three owners, on "
       "loopback and with the shaper between the querier and the owners");
-  fedrag_command->add_option("--work-dir", fedrag.work_dir, "Certificates, stores; kept")
+  fedrag_command->add_option("--work-dir", fedrag.federation.work_dir, "Certificates, stores; kept")
       ->capture_default_str();
   fedrag_command->add_option("--rtt-ms", fedrag.rtt_ms, "Round trips added to the owners")
       ->capture_default_str();
@@ -64,11 +66,31 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       ->capture_default_str();
   fedrag_command->add_option("--max-tokens", fedrag.max_tokens)->capture_default_str();
   fedrag_command->add_option("-k,--top-k", fedrag.top_k)->capture_default_str();
-  fedrag_command->add_option("--threads", fedrag.threads, "Threads per node")
+  fedrag_command->add_option("--threads", fedrag.federation.threads, "Threads per node")
       ->capture_default_str();
-  fedrag_command->add_option("--decoder", fedrag.decoder_model)->capture_default_str();
+  fedrag_command->add_option("--decoder", fedrag.federation.decoder_model)->capture_default_str();
+
+  silo::eval::FedRagUtilityOptions utility;
+  CLI::App* utility_command = app.add_subcommand(
+      "utility", "Gold-answer perplexity of local, centralized and FedRAG over the Python FAQ");
+  utility_command->add_option("--work-dir", utility.federation.work_dir)->capture_default_str();
+  utility_command->add_option("--questions", utility.n_questions)->capture_default_str();
+  utility_command->add_option("--max-tokens", utility.max_tokens, "Gold-answer tokens scored")
+      ->capture_default_str();
+  utility_command->add_option("-k,--top-k", utility.top_k)->capture_default_str();
+  utility_command->add_option("--threads", utility.federation.threads, "Threads per node")
+      ->capture_default_str();
 
   CLI11_PARSE(app, argc, argv);
+
+  if (utility_command->parsed()) {
+    if (const absl::Status status = silo::eval::RunFedRagUtility(utility, std::cout, std::cerr);
+        !status.ok()) {
+      std::cerr << "silo-eval utility: " << status << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   if (fedrag_command->parsed()) {
     if (const absl::Status status = silo::eval::RunFedRagBench(fedrag, std::cout, std::cerr);

@@ -168,33 +168,43 @@ absl::Status AnswerEngine::Decode(engine::KvCache& cache, engine::SequenceId seq
   engine::StreamingDecoder decoder(&tokenizer);
   absl::Status delta_status;
   bool first = true;
+  std::vector<int32_t> forced;
+  if (!request.forced_answer.empty()) {
+    forced = tokenizer.Encode(request.forced_answer, /*parse_special=*/false);
+    if (forced.size() > static_cast<size_t>(request.max_tokens)) {
+      forced.resize(static_cast<size_t>(request.max_tokens));
+    }
+  }
+  double forced_logprob = 0;
   const engine::GenerateOptions options{.sampling = request.sampling,
                                         .max_tokens = request.max_tokens,
                                         .stop_tokens = {},
                                         .first_position = first_position,
-                                        .hook = hook};
-  SILO_ASSIGN_OR_RETURN(const engine::GenerateStats generated,
-                        engine::Generate(transformer_, cache, sequence, prompt, options,
-                                         [&](const engine::SampledToken& token) {
-                                           if (first) {
-                                             result.stats.set_ttft_ns(NanosSince(start));
-                                             first = false;
-                                           }
-                                           if (tokenizer.IsEndOfGeneration(token.id)) {
-                                             result.stopped_by_eos = true;
-                                             return false;
-                                           }
-                                           absl::StatusOr<std::string> text =
-                                               decoder.Push(token.id);
-                                           if (!text.ok()) {
-                                             delta_status = text.status();
-                                             return false;
-                                           }
-                                           v1::TextDelta delta;
-                                           delta.set_text(*std::move(text));
-                                           delta.add_token_ids(static_cast<uint32_t>(token.id));
-                                           return on_delta(delta);
-                                         }));
+                                        .hook = hook,
+                                        .forced_tokens = forced};
+  SILO_ASSIGN_OR_RETURN(
+      const engine::GenerateStats generated,
+      engine::Generate(transformer_, cache, sequence, prompt, options,
+                       [&](const engine::SampledToken& token) {
+                         if (first) {
+                           result.stats.set_ttft_ns(NanosSince(start));
+                           first = false;
+                         }
+                         forced_logprob += token.logprob;
+                         if (forced.empty() && tokenizer.IsEndOfGeneration(token.id)) {
+                           result.stopped_by_eos = true;
+                           return false;
+                         }
+                         absl::StatusOr<std::string> text = decoder.Push(token.id);
+                         if (!text.ok()) {
+                           delta_status = text.status();
+                           return false;
+                         }
+                         v1::TextDelta delta;
+                         delta.set_text(*std::move(text));
+                         delta.add_token_ids(static_cast<uint32_t>(token.id));
+                         return on_delta(delta);
+                       }));
   SILO_RETURN_IF_ERROR(delta_status);
   if (std::string rest = decoder.Flush(); !rest.empty()) {
     v1::TextDelta delta;
@@ -202,6 +212,7 @@ absl::Status AnswerEngine::Decode(engine::KvCache& cache, engine::SequenceId seq
     on_delta(delta);
   }
   result.stats.set_n_generated_tokens(static_cast<uint32_t>(generated.generated_tokens));
+  if (!forced.empty()) result.stats.set_forced_answer_logprob(forced_logprob);
   return absl::OkStatus();
 }
 

@@ -54,6 +54,8 @@ struct AnswerRequest {
   v1::KvMode kv_mode = v1::KV_MODE_POSITION_INDEPENDENT;
   v1::DType kv_dtype = v1::DTYPE_F32;
   absl::Time deadline = absl::InfiniteFuture();
+  // Evaluation: fed instead of generated (at most max_tokens tokens), and scored.
+  std::string forced_answer;
 };
 
 struct AnswerResult {

@@ -59,7 +59,8 @@ absl::Status RunGenerate(const GenerateCommandOptions& options, std::ostream& ou
                                                  .max_tokens = options.max_tokens,
                                                  .stop_tokens = {},
                                                  .first_position = std::nullopt,
-                                                 .hook = nullptr};
+                                                 .hook = nullptr,
+                                                 .forced_tokens = {}};
   absl::Status decode_status;
   SILO_ASSIGN_OR_RETURN(const engine::GenerateStats stats,
                         engine::Generate(transformer, cache, sequence, prompt, generate_options,

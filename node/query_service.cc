@@ -43,6 +43,10 @@ absl::StatusOr<AnswerRequest> AnswerRequestOf(const v1::QueryRequest& request) {
   answer.question = request.question();
   answer.placement = request.placement();
   answer.max_tokens = request.max_tokens() == 0 ? 256 : static_cast<int32_t>(request.max_tokens());
+  if (request.forced_answer().size() > kMaxQuestionBytes) {
+    return absl::InvalidArgumentError("forced_answer must be at most 32 KiB");
+  }
+  answer.forced_answer = request.forced_answer();
   if (request.max_tokens() > 32768) {
     return absl::InvalidArgumentError("max_tokens must be at most 32768");
   }
