@@ -181,9 +181,9 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
     return absl::InvalidArgumentError(
         StrCat("--kv-mode must be shard or prefill, not ", options.kv_mode));
   }
-  if (options.kv_dtype != "f32" && options.kv_dtype != "f16") {
+  if (options.kv_dtype != "f32" && options.kv_dtype != "f16" && options.kv_dtype != "bf16") {
     return absl::InvalidArgumentError(
-        StrCat("--kv-dtype must be f32 or f16, not ", options.kv_dtype));
+        StrCat("--kv-dtype must be f32, f16 or bf16, not ", options.kv_dtype));
   }
   if (options.max_tokens < 1 || options.block_rows < 0 || options.protect_layers < 0) {
     return absl::InvalidArgumentError(
@@ -197,7 +197,9 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
   request.set_max_tokens(static_cast<uint32_t>(options.max_tokens));
   request.set_kv_mode(options.kv_mode == "prefill" ? v1::KV_MODE_PREFILL
                                                    : v1::KV_MODE_POSITION_INDEPENDENT);
-  request.set_kv_dtype(options.kv_dtype == "f16" ? v1::DTYPE_F16 : v1::DTYPE_F32);
+  request.set_kv_dtype(options.kv_dtype == "f16"    ? v1::DTYPE_F16
+                       : options.kv_dtype == "bf16" ? v1::DTYPE_BF16
+                                                    : v1::DTYPE_F32);
   v1::PrivacySettings& privacy = *request.mutable_privacy();
   if (options.key_scope == "session") {
     privacy.set_key_scope(v1::KEY_SCOPE_SESSION);

@@ -47,7 +47,7 @@ struct QueryCommandOptions {
   // Generation (fedrag, local).
   int32_t max_tokens = 128;
   std::string kv_mode = "shard";  // shard (stored KV rotated) | prefill
-  std::string kv_dtype = "f32";   // f32 | f16: K'/V' on the wire
+  std::string kv_dtype = "f32";   // f32 | f16 | bf16: K'/V' on the wire
   std::string key_scope;          // session | chunk | block; empty: the federation's default
   int32_t block_rows = 0;         // with key_scope block; 0: head_dim
   std::string mixer;              // sphps | dense; empty: default

@@ -2,7 +2,7 @@
 //   siloctl --config siloctl.yaml nodes [--probe]
 //   siloctl --config siloctl.yaml query [--mode retrieve|fedrag|local|centralized] [-k 8] [--merge
 //   score|rrf]
-//           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16]
+//           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16|bf16]
 //           [--key-scope session|chunk|block] [--block-rows N] [--mixer sphps|dense]
 //           [--protect-layers N] "question"
 //   siloctl --config siloctl.yaml sessions [--limit 20]
@@ -49,7 +49,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       ->add_option("--kv-mode", query.kv_mode,
                    "shard (owners rotate stored KV) or prefill (owners prefill anew)")
       ->capture_default_str();
-  query_command->add_option("--kv-dtype", query.kv_dtype, "f32 or f16: K'/V' on the wire")
+  query_command->add_option("--kv-dtype", query.kv_dtype, "f32, f16 or bf16: K'/V' on the wire")
       ->capture_default_str();
   query_command->add_option("--key-scope", query.key_scope,
                             "session, chunk or block (default: the federation's)");

@@ -199,8 +199,9 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
   if (!prefill && request->kv_mode() != v1::KV_MODE_POSITION_INDEPENDENT) {
     return Error(grpc::StatusCode::INVALID_ARGUMENT, "kv_mode must be resolved");
   }
-  if (request->kv_dtype() != v1::DTYPE_F32 && request->kv_dtype() != v1::DTYPE_F16) {
-    return Error(grpc::StatusCode::UNIMPLEMENTED, "K'/V' travel as F32 or F16");
+  if (request->kv_dtype() != v1::DTYPE_F32 && request->kv_dtype() != v1::DTYPE_F16 &&
+      request->kv_dtype() != v1::DTYPE_BF16) {
+    return Error(grpc::StatusCode::UNIMPLEMENTED, "K'/V' travel as F32, F16 or BF16");
   }
   const v1::PrivacySettings& privacy = request->privacy();
   const int32_t n_layers = static_cast<int32_t>(model_.n_layers());

@@ -61,7 +61,7 @@ class FedRagOwnerService final : public v1::FedRagOwnerService::Service {
                             v1::SelectChunksResponse* response) override;
   // Caller: the session's querier. NOT_FOUND, PERMISSION_DENIED (another querier; a compute
   // node whose certificate is not the named compute node's), FAILED_PRECONDITION (no selection,
-  // another model), INVALID_ARGUMENT (settings), UNIMPLEMENTED (protect_mode OWNER, BF16/I8),
+  // another model), INVALID_ARGUMENT (settings), UNIMPLEMENTED (protect_mode OWNER, I8),
   // and the compute node's status of the upload.
   grpc::Status PrepareSession(grpc::ServerContext* context,
                               const v1::PrepareSessionRequest* request,

@@ -29,7 +29,8 @@ absl::StatusOr<std::vector<float>> Apply(const attention::RowTransform& transfor
   return out;
 }
 
-// [n_rows, dim] rows as a tensor of `dtype` (F32 or F16), row i taken from rows[order[i]].
+// [n_rows, dim] rows as a tensor of `dtype` (F32, F16 or BF16), row i taken from
+// rows[order[i]].
 v1::Tensor Encode(const std::vector<float>& rows, int32_t dim, const std::vector<int32_t>& order,
                   v1::DType dtype) {
   v1::Tensor tensor;
@@ -37,12 +38,13 @@ v1::Tensor Encode(const std::vector<float>& rows, int32_t dim, const std::vector
   tensor.add_shape(static_cast<int64_t>(order.size()));
   tensor.add_shape(dim);
   std::string& data = *tensor.mutable_data();
-  data.reserve(order.size() * static_cast<size_t>(dim) * (dtype == v1::DTYPE_F16 ? 2 : 4));
+  const bool half_width = dtype == v1::DTYPE_F16 || dtype == v1::DTYPE_BF16;
+  data.reserve(order.size() * static_cast<size_t>(dim) * (half_width ? 2 : 4));
   for (const int32_t source : order) {
     const float* row = rows.data() + static_cast<size_t>(source) * static_cast<size_t>(dim);
     for (int32_t c = 0; c < dim; ++c) {
-      if (dtype == v1::DTYPE_F16) {
-        const uint16_t half = FloatToHalf(row[c]);
+      if (half_width) {
+        const uint16_t half = dtype == v1::DTYPE_F16 ? FloatToHalf(row[c]) : FloatToBf16(row[c]);
         data.push_back(static_cast<char>(half & 0xff));
         data.push_back(static_cast<char>(half >> 8));
       } else {
@@ -178,8 +180,8 @@ absl::StatusOr<std::shared_ptr<const FedRagScrambler::KeyScramblers>> FedRagScra
 absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> FedRagScrambler::ScrambleKv(
     uint32_t layer, uint32_t kv_head, std::span<const float> k, std::span<const float> v,
     v1::DType wire_dtype) const {
-  if (wire_dtype != v1::DTYPE_F32 && wire_dtype != v1::DTYPE_F16) {
-    return absl::InvalidArgumentError("K'/V' travel as F32 or F16");
+  if (wire_dtype != v1::DTYPE_F32 && wire_dtype != v1::DTYPE_F16 && wire_dtype != v1::DTYPE_BF16) {
+    return absl::InvalidArgumentError("K'/V' travel as F32, F16 or BF16");
   }
   int64_t total_rows = 0;
   for (const attention::KeyBlock& block : blocks_) total_rows += block.n_rows;

@@ -64,7 +64,7 @@ class FedRagScrambler {
   std::vector<uint32_t> key_rows() const;
 
   // Owner: K′ = Π·K·Φ and V′ = Π·V·Ψ of every key block of (layer, kv_head) on the wire as
-  // `wire_dtype` (F32 or F16). k and v: [total rows, head_dim] f32, K after RoPE.
+  // `wire_dtype` (F32, F16 or BF16). k and v: [total rows, head_dim] f32, K after RoPE.
   // InvalidArgument for wrong sizes or dtypes.
   absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> ScrambleKv(uint32_t layer,
                                                                        uint32_t kv_head,

@@ -48,7 +48,7 @@ struct FedRagSessionOptions {
   std::vector<FedRagOwnerChunks> owners;  // 1..64, each with at least one chunk
   v1::ModelFingerprint model;             // the querier's decoder; owners must hold the same
   v1::KvMode kv_mode = v1::KV_MODE_POSITION_INDEPENDENT;
-  v1::DType kv_dtype = v1::DTYPE_F32;  // K'/V' on the wire: F32 or F16
+  v1::DType kv_dtype = v1::DTYPE_F32;  // K'/V' on the wire: F32, F16 or BF16
   absl::Time deadline;                 // of the whole session (setup and every step)
 };
 

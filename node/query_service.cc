@@ -72,10 +72,11 @@ absl::StatusOr<AnswerRequest> AnswerRequestOf(const v1::QueryRequest& request) {
       answer.kv_dtype = v1::DTYPE_F32;
       break;
     case v1::DTYPE_F16:
-      answer.kv_dtype = v1::DTYPE_F16;
+    case v1::DTYPE_BF16:
+      answer.kv_dtype = request.kv_dtype();
       break;
     default:
-      return absl::UnimplementedError("K'/V' travel as F32 or F16");
+      return absl::UnimplementedError("K'/V' travel as F32, F16 or BF16");
   }
   return answer;
 }
