@@ -221,6 +221,8 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
         StrCat("--mixer must be sphps or dense, not ", options.mixer));
   }
   privacy.set_protect_layers(static_cast<uint32_t>(options.protect_layers));
+  request.set_compute_failure(options.continue_on_compute_failure ? v1::FAILURE_POLICY_CONTINUE
+                                                                  : v1::FAILURE_POLICY_FAIL);
   return request;
 }
 

@@ -52,6 +52,7 @@ struct QueryCommandOptions {
   int32_t block_rows = 0;         // with key_scope block; 0: head_dim
   std::string mixer;              // sphps | dense; empty: default
   int32_t protect_layers = 0;     // first layers that do not attend the chunks (skip)
+  bool continue_on_compute_failure = false;  // finish without the remote chunks
 };
 // Places and runs a query; prints the session, the answer as it streams (fedrag, local), the
 // sources, the owners that did not answer, and time to first token and tokens/s.

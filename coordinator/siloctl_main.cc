@@ -4,7 +4,7 @@
 //   score|rrf]
 //           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16|bf16]
 //           [--key-scope session|chunk|block] [--block-rows N] [--mixer sphps|dense]
-//           [--protect-layers N] "question"
+//           [--protect-layers N] [--continue-on-compute-failure] "question"
 //   siloctl --config siloctl.yaml sessions [--limit 20]
 #include <iostream>
 #include <string>
@@ -59,6 +59,9 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       ->add_option("--protect-layers", query.protect_layers,
                    "First layers that do not attend the chunks")
       ->capture_default_str();
+  query_command->add_flag("--continue-on-compute-failure", query.continue_on_compute_failure,
+                          "If the compute node fails mid-answer, finish without the remote "
+                          "chunks (default: end with its status)");
   query_command->add_option("question", query.question, "The question")->required();
 
   int32_t limit = 20;

@@ -3,6 +3,7 @@
 #include <map>
 #include <numeric>
 
+#include "common/logging.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "engine/generate.h"
@@ -107,7 +108,8 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
                                  .model = model_,
                                  .kv_mode = request.kv_mode,
                                  .kv_dtype = request.kv_dtype,
-                                 .deadline = request.deadline};
+                                 .deadline = request.deadline,
+                                 .continue_on_failure = request.continue_on_compute_failure};
     SILO_ASSIGN_OR_RETURN(session,
                           FedRagSession::Open(std::move(options), config, signer_, *peers_));
   }
@@ -146,7 +148,16 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
   SILO_RETURN_IF_ERROR(Decode(cache, sequence, prompt.suffix, static_cast<int32_t>(question_start),
                               session.get(), request, start, result, on_delta));
   if (session != nullptr) {
-    SILO_RETURN_IF_ERROR(session->Close());
+    if (!session->failure().ok()) {
+      v1::NodeFailure& failure = result.failures.emplace_back();
+      failure.set_node_id(request.placement.compute().node_id());
+      failure.set_code(static_cast<int32_t>(session->failure().code()));
+      failure.set_message(std::string(session->failure().message()));
+    }
+    // The answer is complete; a compute node that cannot be told leaves it to its TTL.
+    if (absl::Status closed = session->Close(); !closed.ok() && session->failure().ok()) {
+      SILO_LOG(Warning) << "FedRAG session not closed: " << closed.message();
+    }
     const FedRagSessionStats& fedrag = session->stats();
     result.stats.set_bytes_sent(fedrag.bytes_sent);
     result.stats.set_bytes_received(fedrag.bytes_received);

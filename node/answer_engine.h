@@ -56,12 +56,16 @@ struct AnswerRequest {
   absl::Time deadline = absl::InfiniteFuture();
   // Evaluation: fed instead of generated (at most max_tokens tokens), and scored.
   std::string forced_answer;
+  // FedRAG: a compute node failing mid-answer ends it (false) or the answer goes on without the
+  // remote chunks (true), the compute node named in AnswerResult::failures.
+  bool continue_on_compute_failure = false;
 };
 
 struct AnswerResult {
   std::vector<v1::Source> sources;  // as requested, virtual_start filled in
   v1::QueryStats stats;             // setup, ttft, total, tokens, bytes
   bool stopped_by_eos = false;
+  std::vector<v1::NodeFailure> failures;  // peers the answer went on without
 };
 
 class AnswerEngine {

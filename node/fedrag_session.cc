@@ -215,9 +215,21 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
 FedRagSession::~FedRagSession() { Close().IgnoreError(); }
 
 absl::Status FedRagSession::AddPartials(int32_t layer, std::span<const float> q,
-                                        std::span<const int32_t> /*positions*/,
+                                        std::span<const int32_t> positions,
                                         engine::AttentionPartials& partials) {
   if (layer < first_layer_) return absl::OkStatus();  // protect_mode SKIP: not attended here
+  if (!failure_.ok()) return absl::OkStatus();        // continuing without the remote chunks
+  absl::Status exchanged = Exchange(layer, q, positions, partials);
+  if (exchanged.ok() || !options_.continue_on_failure) return exchanged;
+  failure_ = std::move(exchanged);
+  partials = engine::AttentionPartials();
+  closed_ = true;
+  return absl::OkStatus();
+}
+
+absl::Status FedRagSession::Exchange(int32_t layer, std::span<const float> q,
+                                     std::span<const int32_t> /*positions*/,
+                                     engine::AttentionPartials& partials) {
   if (closed_ || attend_ == nullptr) {
     return absl::FailedPreconditionError("the FedRAG session is closed");
   }

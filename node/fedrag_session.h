@@ -12,7 +12,9 @@
 // every (owner, KV head, key) with that owner's Φ^{-T} (rows permuted afresh), sends them in one
 // AttendRequest, and unscrambles the answers into plain partials for the engine to merge with
 // its own. Layers below protect_layers (protect_mode SKIP) get no partials: chunks are not
-// attended there. Close ends the session on the compute node (its TTL does it otherwise).
+// attended there. Close ends the session on the compute node (its TTL does it otherwise). If an
+// exchange fails after setup, the step fails, or (continue_on_failure) the remote chunks are left
+// out from then on and failure() says why.
 //
 // Thread-safety: one thread drives a session (the forward pass); Open runs owners in parallel.
 #ifndef SILO_NODE_FEDRAG_SESSION_H_
@@ -50,6 +52,9 @@ struct FedRagSessionOptions {
   v1::KvMode kv_mode = v1::KV_MODE_POSITION_INDEPENDENT;
   v1::DType kv_dtype = v1::DTYPE_F32;  // K'/V' on the wire: F32, F16 or BF16
   absl::Time deadline;                 // of the whole session (setup and every step)
+  // After setup, a failed exchange ends the answer (false) or leaves the remote chunks out of
+  // every later step (true; failure() says why).
+  bool continue_on_failure = false;
 };
 
 // What the session cost, for QueryStats.
@@ -81,6 +86,9 @@ class FedRagSession final : public engine::AttentionHook {
   // Ends the Attend stream and drops the session on the compute node.
   absl::Status Close();
 
+  // OK, or why the remote chunks were left out (continue_on_failure).
+  const absl::Status& failure() const { return failure_; }
+
   const FedRagSessionStats& stats() const { return stats_; }
 
  private:
@@ -90,6 +98,9 @@ class FedRagSession final : public engine::AttentionHook {
 
   FedRagSession(FedRagSessionOptions options, const engine::ModelConfig& config,
                 PeerChannels& peers);
+  // One layer's round trip with the compute node.
+  absl::Status Exchange(int32_t layer, std::span<const float> q, std::span<const int32_t> positions,
+                        engine::AttentionPartials& partials);
 
   FedRagSessionOptions options_;
   int32_t n_heads_, n_kv_heads_, head_dim_, first_layer_, n_layers_;
@@ -103,6 +114,7 @@ class FedRagSession final : public engine::AttentionHook {
   bool compute_closed_ = false;  // CloseSession was sent
   std::mt19937_64 row_shuffle_;  // seeded from the CSPRNG; permutes query rows per message
   FedRagSessionStats stats_;
+  absl::Status failure_;
 };
 
 }  // namespace silo::node

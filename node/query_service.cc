@@ -47,6 +47,17 @@ absl::StatusOr<AnswerRequest> AnswerRequestOf(const v1::QueryRequest& request) {
     return absl::InvalidArgumentError("forced_answer must be at most 32 KiB");
   }
   answer.forced_answer = request.forced_answer();
+  switch (request.compute_failure()) {
+    case v1::FAILURE_POLICY_UNSPECIFIED:
+    case v1::FAILURE_POLICY_FAIL:
+      break;
+    case v1::FAILURE_POLICY_CONTINUE:
+      answer.continue_on_compute_failure = true;
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          StrCat("unknown compute_failure policy ", request.compute_failure()));
+  }
   if (request.max_tokens() > 32768) {
     return absl::InvalidArgumentError("max_tokens must be at most 32768");
   }
@@ -141,6 +152,7 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
     if (!result.ok()) return ToGrpcStatus(result.status());
     *body.mutable_stats() = result->stats;
     body.set_stopped_by_eos(result->stopped_by_eos);
+    for (v1::NodeFailure& failure : result->failures) *body.add_unanswered() = std::move(failure);
     answer->sources = std::move(result->sources);
     // The engine's clocks start after retrieval.
     body.mutable_stats()->set_ttft_ns(result->stats.ttft_ns() + retrieval_ns);

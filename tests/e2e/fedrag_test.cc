@@ -7,8 +7,9 @@
 //      come back with their positions in the virtual context.
 //   2. An owner that dies after its upload does not stop the answer; one that is gone before
 //      the question is reported unanswered and the answer is made from the others.
-//   3. The compute node dying mid-answer ends the answer with a clear status, not a hang, and
-//      the querier keeps serving.
+//   3. The compute node dying mid-answer ends the answer with a clear status, not a hang, or
+//      with FAILURE_POLICY_CONTINUE a complete answer without the remote chunks; the querier
+//      keeps serving.
 #include <signal.h>
 
 #include <algorithm>
@@ -313,6 +314,22 @@ TEST_F(FedRagEndToEndTest, AnswersEqualThePlaintextComputationAndSurviveFailures
     const Answer refused = Ask(Request(question, v1::GENERATION_MODE_FEDRAG, 8));
     EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE)
         << refused.status.error_message();
+  }
+  // With the CONTINUE policy the same failure ends in a complete answer without the remote
+  // chunks, naming the compute node.
+  nodes["comp-1"] = StartNode("comp-1");
+  WaitForOnline(3);  // inst-a, inst-c and the new comp-1 (the old one was marked down)
+  {
+    v1::QueryRequest request = Request(remote_question, v1::GENERATION_MODE_FEDRAG, 48);
+    request.set_compute_failure(v1::FAILURE_POLICY_CONTINUE);
+    const Answer answer = Ask(request, [&] { nodes["comp-1"]->Signal(SIGKILL); });
+    EXPECT_OK(nodes["comp-1"]->Wait(absl::Seconds(10)).status());
+    EXPECT_TRUE(answer.status.ok()) << answer.status.error_message();
+    EXPECT_TRUE(answer.done.stopped_by_eos() || answer.tokens.size() == 48u);
+    EXPECT_TRUE(
+        std::any_of(answer.done.unanswered().begin(), answer.done.unanswered().end(),
+                    [](const v1::NodeFailure& failure) { return failure.node_id() == "comp-1"; }))
+        << answer.done.ShortDebugString();
   }
 }
 
