@@ -118,19 +118,8 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
                         static_cast<int64_t>(prompt.prefix.size()) + own_tokens +
                             static_cast<int64_t>(prompt.suffix.size()) + request.max_tokens);
   const engine::SequenceId sequence = cache.NewSequence();
-  {
-    // The system prompt precedes every chunk: no partials (the compute node does not mask).
-    std::vector<int32_t> positions(prompt.prefix.size());
-    std::iota(positions.begin(), positions.end(), 0);
-    const engine::SequenceInput input{.sequence = sequence,
-                                      .tokens = prompt.prefix,
-                                      .positions = positions,
-                                      .logits = engine::LogitsWanted::kNone,
-                                      .hook = nullptr,
-                                      .capture = nullptr};
-    std::vector<float> logits;
-    SILO_RETURN_IF_ERROR(transformer_.Forward({&input, 1}, cache, logits));
-  }
+  // The system prompt precedes every chunk: no partials (the compute node does not mask).
+  SILO_RETURN_IF_ERROR(PrefillPrefix(cache, sequence, prompt.prefix));
   for (const v1::Source& source : request.sources) {
     if (source.owner_node_id() != node_id_) continue;
     SILO_ASSIGN_OR_RETURN(const int64_t vector_id,
@@ -168,6 +157,20 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
   result.stats.set_total_ns(NanosSince(start));
   result.sources = std::move(request.sources);
   return result;
+}
+
+absl::Status AnswerEngine::PrefillPrefix(engine::KvCache& cache, engine::SequenceId sequence,
+                                         std::span<const int32_t> prefix) {
+  std::vector<int32_t> positions(prefix.size());
+  std::iota(positions.begin(), positions.end(), 0);
+  const engine::SequenceInput input{.sequence = sequence,
+                                    .tokens = prefix,
+                                    .positions = positions,
+                                    .logits = engine::LogitsWanted::kNone,
+                                    .hook = nullptr,
+                                    .capture = nullptr};
+  std::vector<float> logits;
+  return transformer_.Forward({&input, 1}, cache, logits);
 }
 
 absl::Status AnswerEngine::Decode(engine::KvCache& cache, engine::SequenceId sequence,
@@ -297,16 +300,8 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerCentralized(
   } else {
     // Each chunk's KV computed alone, as its owner computes its shard, and placed where FedRAG
     // places it: the plaintext computation of FedRAG's KV.
-    std::vector<int32_t> positions(prompt.prefix.size());
-    std::iota(positions.begin(), positions.end(), 0);
-    const engine::SequenceInput input{.sequence = sequence,
-                                      .tokens = prompt.prefix,
-                                      .positions = positions,
-                                      .logits = engine::LogitsWanted::kNone,
-                                      .hook = nullptr,
-                                      .capture = nullptr};
-    std::vector<float> logits;
-    SILO_RETURN_IF_ERROR(transformer_.Forward({&input, 1}, cache, logits));
+    SILO_RETURN_IF_ERROR(PrefillPrefix(cache, sequence, prompt.prefix));
+    std::vector<int32_t> positions;
     const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
     for (size_t i = 0; i < texts.size(); ++i) {
       const std::vector<int32_t> tokens = tokenizer.Encode(texts[i], /*parse_special=*/false);

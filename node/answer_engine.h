@@ -89,6 +89,9 @@ class AnswerEngine {
                KeyExchangeSigner signer, PeerChannels* peers, v1::ModelFingerprint model,
                int32_t threads, engine::RagPromptBuilder prompts);
 
+  // Prefills the system prompt at positions 0..n-1, no logits.
+  absl::Status PrefillPrefix(engine::KvCache& cache, engine::SequenceId sequence,
+                             std::span<const int32_t> prefix);
   // Generates from `prompt` at `first_position` onward, streaming text to `on_delta`; fills
   // result's ttft (from `start`) and generated tokens.
   absl::Status Decode(engine::KvCache& cache, engine::SequenceId sequence,
