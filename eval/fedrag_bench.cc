@@ -120,10 +120,12 @@ absl::Status RunFedRagBench(const FedRagBenchOptions& options, std::ostream& out
       }
       const auto median = [&](double Sample::*field) {
         std::vector<double> values;
+        values.reserve(samples.size());
         for (const Sample& sample : samples) values.push_back(sample.*field);
         return Median(values);
       };
       std::vector<double> owners;
+      owners.reserve(samples.size());
       for (const Sample& sample : samples) owners.push_back(sample.owners);
       token_ms[name] = median(&Sample::token_ms);
       out << absl::StrFormat("%-8.0f %-12s %10.1f %10.2f %10.1f %14.2f %10.2f %7.0f\n", rtt, name,

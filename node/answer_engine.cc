@@ -141,7 +141,8 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
       v1::NodeFailure& failure = result.failures.emplace_back();
       failure.set_node_id(request.placement.compute().node_id());
       failure.set_code(static_cast<int32_t>(session->failure().code()));
-      failure.set_message(std::string(session->failure().message()));
+      const std::string message(session->failure().message());
+      failure.set_message(message);
     }
     // The answer is complete; a compute node that cannot be told leaves it to its TTL.
     if (absl::Status closed = session->Close(); !closed.ok() && session->failure().ok()) {
@@ -246,7 +247,8 @@ absl::StatusOr<std::vector<std::string>> AnswerEngine::GatherChunkText(
                           corpus_->store().GetChunkByVectorId(vector_id));
     texts[i] = std::move(chunk.text);
   }
-  for (const auto& [owner, indexes] : remote) {
+  for (const auto& [owner_id, indexes] : remote) {
+    const std::string& owner = owner_id;  // a lambda may not capture a structured binding
     const auto participant = std::find_if(
         request.placement.participants().begin(), request.placement.participants().end(),
         [&](const v1::NodeRef& ref) { return ref.node_id() == owner; });

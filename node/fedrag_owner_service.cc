@@ -18,7 +18,7 @@ namespace {
 constexpr int kMaxSelections = 256;
 constexpr size_t kSessionIdBytes = 16;
 
-grpc::Status Error(grpc::StatusCode code, std::string message) { return {code, message}; }
+grpc::Status Error(grpc::StatusCode code, const std::string& message) { return {code, message}; }
 
 grpc::Status NoCorpus() {
   return Error(grpc::StatusCode::FAILED_PRECONDITION, "this node holds no corpus");

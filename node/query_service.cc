@@ -131,6 +131,7 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
   writer->Write(started);
   v1::QueryResponse done;
   v1::QueryDone& body = *done.mutable_done();
+  std::vector<v1::Source> sources;  // in context order
   if (mode != v1::GENERATION_MODE_LOCAL) {
     absl::StatusOr<FederatedRetrievalResult> result =
         RetrieveFederated(querier_, placement, request->question(), *options);
@@ -138,10 +139,11 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
     for (v1::NodeFailure& failure : result->unanswered) {
       *body.add_unanswered() = std::move(failure);
     }
-    answer->sources = std::move(result->sources);
+    sources = std::move(result->sources);
   }
   const int64_t retrieval_ns = absl::ToInt64Nanoseconds(absl::Now() - start);
   if (generates) {
+    answer->sources = std::move(sources);
     absl::StatusOr<AnswerResult> result =
         engine_->Answer(*std::move(answer), [&](const v1::TextDelta& delta) {
           if (context->IsCancelled()) return false;
@@ -153,11 +155,11 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
     *body.mutable_stats() = result->stats;
     body.set_stopped_by_eos(result->stopped_by_eos);
     for (v1::NodeFailure& failure : result->failures) *body.add_unanswered() = std::move(failure);
-    answer->sources = std::move(result->sources);
+    sources = std::move(result->sources);
     // The engine's clocks start after retrieval.
     body.mutable_stats()->set_ttft_ns(result->stats.ttft_ns() + retrieval_ns);
   }
-  for (v1::Source& source : answer->sources) *body.add_sources() = std::move(source);
+  for (v1::Source& source : sources) *body.add_sources() = std::move(source);
   body.mutable_stats()->set_retrieval_ns(retrieval_ns);
   body.mutable_stats()->set_total_ns(absl::ToInt64Nanoseconds(absl::Now() - start));
   writer->Write(done);

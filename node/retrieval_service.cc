@@ -85,7 +85,8 @@ grpc::Status RetrievalService::ExportChunkText(grpc::ServerContext* context,
   for (const std::string& handle : request->handles()) {
     absl::StatusOr<int64_t> vector_id = handles_.Open(request->session().value(), handle);
     if (!vector_id.ok()) {
-      return {grpc::StatusCode::INVALID_ARGUMENT, std::string(vector_id.status().message())};
+      const std::string message(vector_id.status().message());
+      return {grpc::StatusCode::INVALID_ARGUMENT, message};
     }
     absl::StatusOr<retrieval::ChunkRecord> chunk = corpus_->store().GetChunkByVectorId(*vector_id);
     if (!chunk.ok()) return ToGrpcStatus(chunk.status());

@@ -20,7 +20,6 @@
 #include "node/chunk_handles.h"
 #include "node/control_service.h"
 #include "node/fedrag_owner_service.h"
-#include "node/fedrag_owner_service.h"
 #include "node/query_service.h"
 #include "node/retrieval_service.h"
 #include "node/rpc_roles.h"

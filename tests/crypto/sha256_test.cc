@@ -36,8 +36,7 @@ TEST(Sha256, PiecesHashLikeTheWhole) {
 TEST(Sha256, NoUpdateAfterFinish) {
   ASSERT_OK_AND_ASSIGN(Sha256 hash, Sha256::Create());
   ASSERT_OK(hash.Finish().status());
-  EXPECT_THAT(hash.Update(std::string_view("x")),
-              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(hash.Update(std::string_view("x")), StatusIs(absl::StatusCode::kFailedPrecondition));
   EXPECT_THAT(hash.Finish().status(), StatusIs(absl::StatusCode::kFailedPrecondition));
 }
 

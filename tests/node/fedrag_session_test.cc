@@ -86,7 +86,7 @@ class RecordingInterceptor final : public grpc::experimental::Interceptor {
       }
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE) &&
-        std::string_view(method_) == "/silo.v1.ScrambledAttentionService/UploadScrambledKv" &&
+        method_ == "/silo.v1.ScrambledAttentionService/UploadScrambledKv" &&
         methods->GetRecvMessage() != nullptr) {
       log_->Add(static_cast<const google::protobuf::Message*>(methods->GetRecvMessage())
                     ->SerializeAsString());
@@ -447,8 +447,10 @@ std::string FindPlaintext(const std::vector<ContextChunk>& chunks,
         positions[static_cast<size_t>(t)] = static_cast<int32_t>(chunk.virtual_start + t);
         for (int32_t c = 0; c < d; ++c) {
           const size_t at = static_cast<size_t>(chunk.shard.Offset(layer, kv_head, t) + c);
-          k[static_cast<size_t>(t * d + c)] = HalfToFloat(chunk.shard.k[at]);
-          v[static_cast<size_t>(t * d + c)] = HalfToFloat(chunk.shard.v[at]);
+          const size_t to =
+              static_cast<size_t>(t) * static_cast<size_t>(d) + static_cast<size_t>(c);
+          k[to] = HalfToFloat(chunk.shard.k[at]);
+          v[to] = HalfToFloat(chunk.shard.v[at]);
         }
       }
       rope.Rotate(positions.data(), n, 1, k.data());
