@@ -17,18 +17,6 @@ std::span<const uint8_t> Bytes(const std::string& text) {
   return {reinterpret_cast<const uint8_t*>(text.data()), text.size()};
 }
 
-// `transform` of n_rows rows of `in` ([n_rows, transform.in_dim]) on the CPU backend.
-absl::StatusOr<std::vector<float>> Apply(const attention::RowTransform& transform,
-                                         std::span<const float> in, int64_t n_rows) {
-  SILO_ASSIGN_OR_RETURN(std::unique_ptr<attention::AttentionBackend> backend,
-                        attention::CreateBackend(attention::BackendKind::kCpu));
-  SILO_ASSIGN_OR_RETURN(const attention::BackendRowTransform uploaded,
-                        attention::BackendRowTransform::Upload(*backend, transform));
-  std::vector<float> out(static_cast<size_t>(n_rows) * static_cast<size_t>(transform.out_dim));
-  SILO_RETURN_IF_ERROR(uploaded.Run(*backend, in.data(), out.data(), n_rows));
-  return out;
-}
-
 // [n_rows, dim] rows as a tensor of `dtype` (F32, F16 or BF16), row i taken from
 // rows[order[i]].
 v1::Tensor Encode(const std::vector<float>& rows, int32_t dim, const std::vector<int32_t>& order,
@@ -119,11 +107,35 @@ absl::StatusOr<FedRagScramblerOptions> ScramblerOptionsOf(const v1::PrivacySetti
   return options;
 }
 
+// One direction of Φ or Ψ, uploaded to the scrambler's backend once.
+struct FedRagScrambler::Transform {
+  int32_t out_dim;
+  attention::BackendRowTransform uploaded;
+
+  static absl::StatusOr<Transform> Upload(attention::AttentionBackend& backend,
+                                          const attention::RowTransform& transform) {
+    SILO_ASSIGN_OR_RETURN(attention::BackendRowTransform uploaded,
+                          attention::BackendRowTransform::Upload(backend, transform));
+    return Transform{transform.out_dim, std::move(uploaded)};
+  }
+};
+
 struct FedRagScrambler::KeyScramblers {
-  attention::Scrambler phi;   // keys and queries
-  attention::Scrambler psi;   // values and outputs
+  Transform key;              // Φ: K rows (owner)
+  Transform query;            // Φ^{-T}: query rows (querier)
+  Transform value;            // Ψ: V rows (owner)
+  Transform output;           // Ψ⁻¹: partial outputs (querier)
   std::vector<int32_t> perm;  // scrambled row i is the block's row perm[i]
 };
+
+absl::StatusOr<std::vector<float>> FedRagScrambler::Apply(const Transform& transform,
+                                                          std::span<const float> in,
+                                                          int64_t n_rows) const {
+  std::vector<float> out(static_cast<size_t>(n_rows) * static_cast<size_t>(transform.out_dim));
+  const std::lock_guard<std::mutex> lock(cache_->backend_mutex);
+  SILO_RETURN_IF_ERROR(transform.uploaded.Run(*cache_->backend, in.data(), out.data(), n_rows));
+  return out;
+}
 
 absl::StatusOr<FedRagScrambler> FedRagScrambler::Create(const crypto::SecretBytes& session_secret,
                                                         FedRagScramblerOptions options) {
@@ -140,8 +152,10 @@ absl::StatusOr<FedRagScrambler> FedRagScrambler::Create(const crypto::SecretByte
   SILO_ASSIGN_OR_RETURN(
       const attention::Scrambler probe,
       attention::Scrambler::Create(options.head_dim, attention::Seed{}, options.mixer));
+  auto cache = std::make_unique<Cache>();
+  SILO_ASSIGN_OR_RETURN(cache->backend, attention::CreateBackend(attention::BackendKind::kCpu));
   return FedRagScrambler(crypto::SecretBytes::FromBytes(session_secret.span()), std::move(options),
-                         std::move(blocks), probe.dim());
+                         std::move(blocks), probe.dim(), std::move(cache));
 }
 
 std::vector<uint32_t> FedRagScrambler::key_rows() const {
@@ -170,8 +184,15 @@ absl::StatusOr<std::shared_ptr<const FedRagScrambler::KeyScramblers>> FedRagScra
                         attention::Scrambler::Create(options_.head_dim, seeds.phi, options_.mixer));
   SILO_ASSIGN_OR_RETURN(attention::Scrambler psi,
                         attention::Scrambler::Create(options_.head_dim, seeds.psi, options_.mixer));
+  std::unique_lock<std::mutex> uploading(cache_->backend_mutex);
+  attention::AttentionBackend& backend = *cache_->backend;
+  SILO_ASSIGN_OR_RETURN(Transform key, Transform::Upload(backend, phi.forward()));
+  SILO_ASSIGN_OR_RETURN(Transform query, Transform::Upload(backend, phi.inverse_transpose()));
+  SILO_ASSIGN_OR_RETURN(Transform value, Transform::Upload(backend, psi.forward()));
+  SILO_ASSIGN_OR_RETURN(Transform output, Transform::Upload(backend, psi.inverse()));
+  uploading.unlock();
   auto keys = std::make_shared<const KeyScramblers>(
-      KeyScramblers{std::move(phi), std::move(psi),
+      KeyScramblers{std::move(key), std::move(query), std::move(value), std::move(output),
                     attention::RowPermutation(seeds.perm, blocks_[key_index].n_rows)});
   const std::lock_guard<std::mutex> lock(cache_->mutex);
   return cache_->keys.emplace(at, std::move(keys)).first->second;  // a racing twin is equal
@@ -199,9 +220,9 @@ absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> FedRagScrambler::Scram
         static_cast<size_t>(block.row_begin) * static_cast<size_t>(options_.head_dim);
     const size_t count = static_cast<size_t>(block.n_rows) * static_cast<size_t>(options_.head_dim);
     SILO_ASSIGN_OR_RETURN(const std::vector<float> k_mixed,
-                          Apply(keys->phi.forward(), k.subspan(begin, count), block.n_rows));
+                          Apply(keys->key, k.subspan(begin, count), block.n_rows));
     SILO_ASSIGN_OR_RETURN(const std::vector<float> v_mixed,
-                          Apply(keys->psi.forward(), v.subspan(begin, count), block.n_rows));
+                          Apply(keys->value, v.subspan(begin, count), block.n_rows));
     v1::UploadScrambledKvRequest& message = messages.emplace_back();
     message.mutable_session()->set_value(options_.session_id);
     message.set_layer(layer);
@@ -222,8 +243,7 @@ absl::StatusOr<v1::HeadQuery> FedRagScrambler::ScrambleQuery(uint32_t owner_inde
   const int64_t n_rows = static_cast<int64_t>(q.size()) / options_.head_dim;
   SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
                         ScramblersOf(layer, kv_head, key_index));
-  SILO_ASSIGN_OR_RETURN(const std::vector<float> mixed,
-                        Apply(keys->phi.inverse_transpose(), q, n_rows));
+  SILO_ASSIGN_OR_RETURN(const std::vector<float> mixed, Apply(keys->query, q, n_rows));
   std::vector<int32_t> order(static_cast<size_t>(n_rows));
   for (int32_t i = 0; i < static_cast<int32_t>(n_rows); ++i) order[static_cast<size_t>(i)] = i;
   v1::HeadQuery query;
@@ -248,7 +268,7 @@ absl::StatusOr<PlainPartial> FedRagScrambler::Unscramble(
                         DecodeF32(partial.o(), {n_rows, padded_dim_}, "o"));
   SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
                         ScramblersOf(layer, kv_head, static_cast<int32_t>(partial.key_index())));
-  SILO_ASSIGN_OR_RETURN(plain.o, Apply(keys->psi.inverse(), mixed, n_rows));
+  SILO_ASSIGN_OR_RETURN(plain.o, Apply(keys->output, mixed, n_rows));
   return plain;
 }
 

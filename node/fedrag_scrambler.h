@@ -7,8 +7,9 @@
 // plain (m, l, o) to merge with its own. The compute node sees none of this.
 //
 // Thread-safe: const methods may run concurrently. Each key's scramblers are derived (HKDF, and
-// a QR factorization for the dense mixer) the first time they are used and kept, because the
-// querier needs them again at every step.
+// a QR factorization for the dense mixer) and uploaded to the scrambler's CPU backend the first
+// time they are used and kept, because the querier needs them again at every layer of every
+// step.
 #ifndef SILO_NODE_FEDRAG_SCRAMBLER_H_
 #define SILO_NODE_FEDRAG_SCRAMBLER_H_
 
@@ -22,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "attention/backend.h"
 #include "attention/key_schedule.h"
 #include "attention/scrambler.h"
 #include "crypto/secret_bytes.h"
@@ -84,21 +86,31 @@ class FedRagScrambler {
                                           const v1::AttentionPartial& partial) const;
 
  private:
+  struct Transform;
   struct KeyScramblers;
-  // Derived scramblers by (layer, kv_head, key_index), filled on first use.
+  // Derived scramblers by (layer, kv_head, key_index), filled on first use, their transforms
+  // uploaded to `backend`.
   struct Cache {
+    // Declared first, so that the transforms uploaded to it (in `keys`) are released before it.
+    std::unique_ptr<attention::AttentionBackend> backend;  // CPU
+    std::mutex backend_mutex;                              // a backend serves one thread at a time
     std::mutex mutex;
     std::map<std::tuple<uint32_t, uint32_t, int32_t>, std::shared_ptr<const KeyScramblers>>
         keys;  // guarded by mutex
   };
 
   FedRagScrambler(crypto::SecretBytes secret, FedRagScramblerOptions options,
-                  std::vector<attention::KeyBlock> blocks, int32_t padded_dim)
+                  std::vector<attention::KeyBlock> blocks, int32_t padded_dim,
+                  std::unique_ptr<Cache> cache)
       : secret_(std::move(secret)),
         options_(std::move(options)),
         blocks_(std::move(blocks)),
         padded_dim_(padded_dim),
-        cache_(std::make_unique<Cache>()) {}
+        cache_(std::move(cache)) {}
+
+  // `transform` of n_rows rows of `in` ([n_rows, in_dim]) on the backend.
+  absl::StatusOr<std::vector<float>> Apply(const Transform& transform, std::span<const float> in,
+                                           int64_t n_rows) const;
 
   absl::StatusOr<std::shared_ptr<const KeyScramblers>> ScramblersOf(uint32_t layer,
                                                                     uint32_t kv_head,
