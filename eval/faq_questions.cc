@@ -119,4 +119,19 @@ absl::StatusOr<std::vector<FaqQuestion>> LoadFaqQuestions(const std::string& faq
   return questions;
 }
 
+absl::StatusOr<std::string> LoadAnswerText(const FaqQuestion& question) {
+  std::ifstream file(question.source_path, std::ios::binary);
+  if (!file) return absl::NotFoundError(StrCat("cannot read ", question.source_path));
+  std::stringstream text;
+  text << file.rdbuf();
+  const std::string all = text.str();
+  if (question.answer_end > static_cast<int64_t>(all.size()) ||
+      question.answer_begin >= question.answer_end) {
+    return absl::DataLossError(StrCat(question.source_path, " changed since it was parsed"));
+  }
+  return all.substr(static_cast<size_t>(question.answer_begin),
+                    static_cast<size_t>(question.answer_end - question.answer_begin));
+}
+
+
 }  // namespace silo::eval

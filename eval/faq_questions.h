@@ -30,6 +30,10 @@ std::vector<FaqQuestion> ParseFaqQuestions(std::string_view source_path, std::st
 // folder does not exist or holds no questions; PermissionDenied when a file cannot be read.
 absl::StatusOr<std::vector<FaqQuestion>> LoadFaqQuestions(const std::string& faq_dir);
 
+// The text of a question's answer, read from its file. NotFound when the file cannot be read,
+// DataLoss when it changed since it was parsed.
+absl::StatusOr<std::string> LoadAnswerText(const FaqQuestion& question);
+
 }  // namespace silo::eval
 
 #endif  // SILO_EVAL_FAQ_QUESTIONS_H_

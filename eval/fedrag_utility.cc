@@ -22,21 +22,6 @@ struct Setting {
   v1::DType kv_dtype;
 };
 
-// The answer's text of a FAQ question, from its file.
-absl::StatusOr<std::string> AnswerText(const FaqQuestion& question) {
-  std::ifstream file(question.source_path, std::ios::binary);
-  if (!file) return absl::NotFoundError(StrCat("cannot read ", question.source_path));
-  std::stringstream text;
-  text << file.rdbuf();
-  const std::string all = text.str();
-  if (question.answer_end > static_cast<int64_t>(all.size()) ||
-      question.answer_begin >= question.answer_end) {
-    return absl::DataLossError(StrCat(question.source_path, " changed since it was parsed"));
-  }
-  return all.substr(static_cast<size_t>(question.answer_begin),
-                    static_cast<size_t>(question.answer_end - question.answer_begin));
-}
-
 }  // namespace
 
 absl::Status RunFedRagUtility(const FedRagUtilityOptions& options, std::ostream& out,
@@ -71,7 +56,7 @@ absl::Status RunFedRagUtility(const FedRagUtilityOptions& options, std::ostream&
   const size_t stride = std::max<size_t>(1, faq.size() / static_cast<size_t>(options.n_questions));
   for (int q = 0; q < options.n_questions; ++q) {
     const FaqQuestion& question = faq[static_cast<size_t>(q) * stride];
-    SILO_ASSIGN_OR_RETURN(const std::string answer, AnswerText(question));
+    SILO_ASSIGN_OR_RETURN(const std::string answer, LoadAnswerText(question));
     for (const Setting& setting : settings) {
       v1::QueryRequest request;
       request.set_question(question.question);

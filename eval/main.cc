@@ -2,6 +2,7 @@
 //   retrieval     recall@k of the Python FAQ's answers over the Python documentation
 //   bench fedrag  TTFT and per-token latency of LOCAL, CENTRALIZED and FEDRAG, with a shaper
 //   utility       gold-answer perplexity of LOCAL, CENTRALIZED and FEDRAG over the Python FAQ
+//   privacy       attacks on what each curious node observes, per privacy setting; the default
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -10,6 +11,7 @@
 #include "CLI/CLI.hpp"
 #include "eval/fedrag_bench.h"
 #include "eval/fedrag_utility.h"
+#include "eval/privacy_eval.h"
 #include "eval/retrieval_eval.h"
 
 // CLI11 throws only for a malformed command definition (a bug); parse errors are handled by
@@ -81,7 +83,49 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   utility_command->add_option("--threads", utility.federation.threads, "Threads per node")
       ->capture_default_str();
 
+  silo::eval::PrivacyEvalOptions privacy;
+  bool no_cost = false;
+  CLI::App* privacy_command = app.add_subcommand(
+      "privacy",
+      "Attack what the compute node and the owners observe under every privacy setting; write "
+      "JSON, CSV, Markdown and plots; choose the default");
+  privacy_command->add_option("--work-dir", privacy.federation.work_dir,
+                              "LocalFederation of the end-to-end cost runs")
+      ->capture_default_str();
+  privacy_command->add_option("--corpus-dir", privacy.corpus_dir, "Store of the attack corpus")
+      ->capture_default_str();
+  privacy_command->add_option("--out", privacy.out_dir, "Folder of the reports")
+      ->capture_default_str();
+  privacy_command->add_option("--questions", privacy.n_questions, "FAQ questions attacked")
+      ->capture_default_str();
+  privacy_command->add_option("-k,--top-k", privacy.top_k)->capture_default_str();
+  privacy_command->add_option("--decode-steps", privacy.decode_steps,
+                              "Decode steps attacked by exact-scores")
+      ->capture_default_str();
+  privacy_command->add_option("--vocab", privacy.vocab,
+                              "Attacker's candidate tokens [0, n); 0: the whole vocabulary")
+      ->capture_default_str();
+  privacy_command->add_option("--threads", privacy.threads, "0: every core")->capture_default_str();
+  privacy_command->add_flag("--smoke", privacy.smoke, "Baselines and two FedRAG settings only");
+  privacy_command->add_flag("--no-cost", no_cost, "Skip the end-to-end utility and cost runs");
+  privacy_command->add_option("--cost-questions", privacy.cost_questions)->capture_default_str();
+  privacy_command->add_option("--cost-tokens", privacy.cost_tokens)->capture_default_str();
+  privacy_command->add_option("--pool", privacy.embedding_pool,
+                              "Sentences in the embedding-inversion pool")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+
+  if (privacy_command->parsed()) {
+    privacy.measure_cost = !no_cost;
+    if (const absl::StatusOr<silo::eval::PrivacyEvalResult> result =
+            silo::eval::RunPrivacyEval(privacy, std::cout, std::cerr);
+        !result.ok()) {
+      std::cerr << "silo-eval privacy: " << result.status() << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   if (utility_command->parsed()) {
     if (const absl::Status status = silo::eval::RunFedRagUtility(utility, std::cout, std::cerr);

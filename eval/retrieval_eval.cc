@@ -18,15 +18,6 @@ double SecondsSince(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// The eval's own node key, made on first use beside the data folder.
-absl::StatusOr<crypto::SecretBytes> EvalNodeKey(const std::string& data_dir) {
-  const std::string path = (fs::path(data_dir) / "node.key").string();
-  std::error_code error;
-  fs::create_directories(data_dir, error);
-  if (fs::exists(path, error)) return retrieval::ReadNodeKeyFile(path);
-  return retrieval::GenerateNodeKeyFile(path);
-}
-
 std::string JsonString(std::string_view s) {
   std::string out = "\"";
   for (const char c : s) {
@@ -43,6 +34,14 @@ std::string JsonString(std::string_view s) {
 }
 
 }  // namespace
+
+absl::StatusOr<crypto::SecretBytes> EvalNodeKey(const std::string& data_dir) {
+  const std::string path = (fs::path(data_dir) / "node.key").string();
+  std::error_code error;
+  fs::create_directories(data_dir, error);
+  if (fs::exists(path, error)) return retrieval::ReadNodeKeyFile(path);
+  return retrieval::GenerateNodeKeyFile(path);
+}
 
 absl::StatusOr<RetrievalEvalResult> RunRetrievalEval(const RetrievalEvalOptions& options,
                                                      std::ostream& log) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "crypto/secret_bytes.h"
 #include "eval/faq_questions.h"
 #include "retrieval/knowledge_base.h"
 
@@ -41,6 +42,9 @@ struct RetrievalEvalResult {
 // Ingests (skipping what the data folder already holds unchanged), then asks every question.
 // Progress lines go to `log`. The errors of the knowledge base and of LoadFaqQuestions;
 // InvalidArgument when ks is empty or holds a value outside [1, 100].
+// An evaluation store's node key, made on first use beside (in) its data folder.
+absl::StatusOr<crypto::SecretBytes> EvalNodeKey(const std::string& data_dir);
+
 absl::StatusOr<RetrievalEvalResult> RunRetrievalEval(const RetrievalEvalOptions& options,
                                                      std::ostream& log);
 

@@ -80,6 +80,12 @@ class FedRagScrambler {
                                               uint32_t kv_head, int32_t key_index,
                                               std::span<const float> q) const;
 
+  // The row permutation Π of key block `key_index` of (layer, kv_head): scrambled row i is the
+  // block's row order[i]. Owner and querier both know it; the privacy harness (eval/) scores
+  // its attacks against it. InvalidArgument for an unknown key block.
+  absl::StatusOr<std::vector<int32_t>> RowOrder(uint32_t layer, uint32_t kv_head,
+                                                int32_t key_index) const;
+
   // Querier: o = o′·Ψ⁻¹ of a partial the compute node returned for (layer, kv_head, key).
   // InvalidArgument for a malformed partial.
   absl::StatusOr<PlainPartial> Unscramble(uint32_t layer, uint32_t kv_head,

@@ -1,0 +1,458 @@
+#include "eval/privacy_attacks.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+#include <mutex>
+#include <numeric>
+
+#include "engine/cpu/quantized_matmul.h"
+
+namespace silo::eval {
+namespace {
+
+// The five best guesses of one row, distinct tokens, lowest cost first.
+class Guesses {
+ public:
+  void Offer(int32_t token, float cost) {
+    size_t at = size_;  // where the token is, or size_
+    for (size_t i = 0; i < size_; ++i) {
+      if (best_[i].second == token) at = i;
+    }
+    if (at < size_) {
+      if (cost >= best_[at].first) return;
+    } else if (size_ < best_.size()) {
+      at = size_++;
+    } else if (cost < best_[size_ - 1].first) {
+      at = size_ - 1;
+    } else {
+      return;
+    }
+    best_[at] = {cost, token};
+    for (; at > 0 && best_[at].first < best_[at - 1].first; --at) std::swap(best_[at], best_[at - 1]);
+  }
+
+  void Score(int32_t truth, RecoveryCount& count) const {
+    ++count.n;
+    for (size_t i = 0; i < size_; ++i) {
+      if (best_[i].second != truth) continue;
+      if (i == 0) ++count.top1;
+      ++count.top5;
+    }
+  }
+
+ private:
+  std::array<std::pair<float, int32_t>, 5> best_{};
+  size_t size_ = 0;
+};
+
+// y [n, rows] = x [n, cols] · tableᵀ for a row-major f32 table [rows, cols].
+void Products(const std::vector<float>& table, int64_t rows, int64_t cols, const float* x,
+              int64_t n, float* y, engine::ThreadPool& pool) {
+  const engine::WeightMatrix w{.type = engine::GgmlType::kF32,
+                               .rows = rows,
+                               .cols = cols,
+                               .data = reinterpret_cast<const uint8_t*>(table.data()),
+                               .row_bytes = cols * 4};
+  engine::MatMul(w, x, n, y, pool);
+}
+
+// Rows [vocab, n_rows_per_token, d] of `table` ([vocab, stride, d]) starting at row `first`.
+std::vector<float> TableSlice(const std::vector<float>& table, int32_t vocab, int32_t stride,
+                              int32_t first, int32_t n_rows, int32_t d) {
+  std::vector<float> out(static_cast<size_t>(vocab) * n_rows * d);
+  for (int32_t t = 0; t < vocab; ++t) {
+    std::copy_n(&table[(static_cast<size_t>(t) * stride + first) * d],
+                static_cast<size_t>(n_rows) * d, &out[static_cast<size_t>(t) * n_rows * d]);
+  }
+  return out;
+}
+
+// x rotated by RoPE from position 0 to `position` (any sign).
+std::vector<float> Rotated(const engine::Rope& rope, const float* x, int32_t d, int32_t position) {
+  std::vector<float> out(x, x + d);
+  rope.Rotate(&position, 1, 1, out.data());
+  return out;
+}
+
+// The received score columns of keys: column i of a key holds s[r] = scale·q′[r]·K′[i] for its
+// query rows r, looked up by their first value.
+class ScoreColumns {
+ public:
+  explicit ScoreColumns(int32_t rows) : rows_(rows) {}
+
+  // Adds the columns of `key` at `step`; returns the id of its first column.
+  int32_t Add(const ObservedKey& key, size_t step, float scale) {
+    const int32_t first = static_cast<int32_t>(values_.size()) / rows_;
+    const std::vector<float>& q = key.q[step];
+    const size_t d = static_cast<size_t>(key.dim);
+    for (int32_t i = 0; i < key.n_rows; ++i) {
+      for (int32_t r = 0; r < rows_; ++r) {
+        double sum = 0;
+        for (size_t c = 0; c < d; ++c) sum += double{q[r * d + c]} * key.k[i * d + c];
+        values_.push_back(static_cast<float>(sum * scale));
+      }
+    }
+    return first;
+  }
+
+  void Finish() {
+    order_.resize(values_.size() / static_cast<size_t>(rows_));
+    std::iota(order_.begin(), order_.end(), 0);
+    std::sort(order_.begin(), order_.end(),
+              [&](int32_t a, int32_t b) { return First(a) < First(b); });
+    firsts_.resize(order_.size());
+    for (size_t i = 0; i < order_.size(); ++i) firsts_[i] = First(order_[i]);
+  }
+
+  // Calls hit(column, cost) for every column whose values equal `predicted` (rows_ values, in
+  // any order) within tolerance·(1 + |value|); cost is the largest such relative error.
+  template <typename Hit>
+  void Match(const float* predicted, float tolerance, Hit&& hit) const {
+    std::array<float, 16> rest_predicted{}, rest_seen{};
+    for (int32_t lead = 0; lead < rows_; ++lead) {
+      const float target = predicted[lead];
+      const float window = tolerance * (1 + std::abs(target));
+      auto it = std::lower_bound(firsts_.begin(), firsts_.end(), target - window);
+      for (; it != firsts_.end() && *it <= target + window; ++it) {
+        const int32_t column = order_[static_cast<size_t>(it - firsts_.begin())];
+        const float* seen = &values_[static_cast<size_t>(column) * rows_];
+        float cost = std::abs(seen[0] - target) / (1 + std::abs(target));
+        int32_t n = 0;
+        for (int32_t r = 0; r < rows_; ++r) {
+          if (r != lead) rest_predicted[static_cast<size_t>(n++)] = predicted[r];
+        }
+        std::copy(seen + 1, seen + rows_, rest_seen.begin());
+        std::sort(rest_predicted.begin(), rest_predicted.begin() + n);
+        std::sort(rest_seen.begin(), rest_seen.begin() + n);
+        bool same = true;
+        for (int32_t r = 0; r < n && same; ++r) {
+          const float error = std::abs(rest_seen[static_cast<size_t>(r)] -
+                                       rest_predicted[static_cast<size_t>(r)]) /
+                              (1 + std::abs(rest_predicted[static_cast<size_t>(r)]));
+          same = error <= tolerance;
+          cost = std::max(cost, error);
+        }
+        if (same) hit(column, cost);
+      }
+    }
+  }
+
+ private:
+  float First(int32_t column) const { return values_[static_cast<size_t>(column) * rows_]; }
+
+  int32_t rows_;
+  std::vector<float> values_;  // [column, rows_]
+  std::vector<int32_t> order_;
+  std::vector<float> firsts_;  // first values in order_
+};
+
+// Sorted |x| (descending), `keep` values, unit length: invariant to permutations of rows and
+// dimensions, sign and scale.
+void SortedMagnitudes(const float* x, int32_t dim, int32_t keep, float* out) {
+  std::vector<float> magnitudes(static_cast<size_t>(dim));
+  for (int32_t i = 0; i < dim; ++i) magnitudes[static_cast<size_t>(i)] = std::abs(x[i]);
+  std::sort(magnitudes.begin(), magnitudes.end(), std::greater<>());
+  magnitudes.resize(static_cast<size_t>(keep), 0.0f);
+  double norm = 0;
+  for (const float m : magnitudes) norm += double{m} * m;
+  const float inv = norm > 0 ? static_cast<float>(1 / std::sqrt(norm)) : 0.0f;
+  for (int32_t i = 0; i < keep; ++i) out[i] = magnitudes[static_cast<size_t>(i)] * inv;
+}
+
+// Norms of the rotary pairs of x (dim values), in the model's pairing, as SortedMagnitudes does.
+void PairNorms(const float* x, int32_t dim, engine::RopeStyle style, int32_t keep, float* out) {
+  std::vector<float> norms(static_cast<size_t>(dim / 2));
+  for (int32_t i = 0; i < dim / 2; ++i) {
+    const float a = style == engine::RopeStyle::kAdjacentPairs ? x[2 * i] : x[i];
+    const float b = style == engine::RopeStyle::kAdjacentPairs ? x[2 * i + 1] : x[i + dim / 2];
+    norms[static_cast<size_t>(i)] = std::sqrt(a * a + b * b);
+  }
+  SortedMagnitudes(norms.data(), dim / 2, keep, out);
+}
+
+// For rows of features x [n, f] and a table [vocab, f], the five largest products per row.
+std::vector<Guesses> NearestByProduct(const std::vector<float>& table, int32_t vocab, int32_t f,
+                                      const std::vector<float>& x, engine::ThreadPool& pool) {
+  const int64_t n = static_cast<int64_t>(x.size()) / f;
+  std::vector<Guesses> guesses(static_cast<size_t>(n));
+  constexpr int64_t kBatch = 64;
+  std::vector<float> y(static_cast<size_t>(kBatch) * vocab);
+  for (int64_t first = 0; first < n; first += kBatch) {
+    const int64_t rows = std::min(kBatch, n - first);
+    Products(table, vocab, f, &x[static_cast<size_t>(first * f)], rows, y.data(), pool);
+    pool.ParallelFor(rows, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        Guesses& g = guesses[static_cast<size_t>(first + r)];
+        const float* row = &y[static_cast<size_t>(r) * vocab];
+        for (int32_t t = 0; t < vocab; ++t) g.Offer(t, -row[t]);
+      }
+    });
+  }
+  return guesses;
+}
+
+}  // namespace
+
+RecoveryCount ChanceOf(const std::vector<int32_t>& truth, const std::vector<int32_t>& prior) {
+  RecoveryCount chance{.n = static_cast<int64_t>(truth.size()), .top1 = 0, .top5 = 0};
+  for (const int32_t token : truth) {
+    for (size_t i = 0; i < prior.size() && i < 5; ++i) {
+      if (prior[i] != token) continue;
+      if (i == 0) ++chance.top1;
+      ++chance.top5;
+    }
+  }
+  return chance;
+}
+
+std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
+                                              const AttackerKnowledge& attacker,
+                                              int32_t decode_steps) {
+  const engine::ModelConfig& config = *attacker.config;
+  const TokenAloneTable& table = *attacker.table;
+  engine::ThreadPool& pool = *attacker.pool;
+  const int32_t d = config.head_dim;
+  const int32_t group = view.group;
+  const int32_t vocab = table.vocab;
+  AttackResult query{.attack = "exact-scores", .target = "query tokens", .recovered = {}, .chance = {}};
+  AttackResult chunk{.attack = "exact-scores", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  std::vector<int32_t> query_truth, chunk_truth;
+  const int32_t last_step =
+      std::min<int32_t>(decode_steps, static_cast<int32_t>(view.step_positions.size()) - 1);
+  for (int32_t step = 1; step <= last_step; ++step) {
+    const auto s = static_cast<size_t>(step);
+    const int32_t query_position = view.step_positions[s][0];
+
+    // Stage 1: the query token, from the columns of KV head 0.
+    ScoreColumns columns(group);
+    std::vector<int32_t> positions;
+    for (const ObservedKey& key : view.keys) {
+      if (key.kv_head != 0) continue;
+      columns.Add(key, s, view.scale);
+      positions.insert(positions.end(), key.layout_positions.begin(), key.layout_positions.end());
+    }
+    columns.Finish();
+    std::sort(positions.begin(), positions.end());
+    const size_t stride =
+        std::max<size_t>(1, positions.size() / static_cast<size_t>(attacker.max_anchor_positions));
+    std::vector<float> pairs;  // anchor keys rotated to (position − query position)
+    for (int32_t a = 0; a < attacker.n_anchors && a < static_cast<int32_t>(attacker.anchors.size());
+         ++a) {
+      const float* k = &table.k[static_cast<size_t>(attacker.anchors[static_cast<size_t>(a)]) *
+                                config.n_kv_heads * d];
+      for (size_t i = 0; i < positions.size(); i += stride) {
+        const std::vector<float> rotated =
+            Rotated(*attacker.rope, k, d, positions[i] - query_position);
+        pairs.insert(pairs.end(), rotated.begin(), rotated.end());
+      }
+    }
+    const int64_t n_pairs = static_cast<int64_t>(pairs.size()) / d;
+    const std::vector<float> queries0 = TableSlice(table.q, vocab, config.n_heads, 0, group, d);
+    std::vector<int64_t> hits(static_cast<size_t>(vocab), 0);
+    constexpr int64_t kPairBatch = 64;
+    std::vector<float> y(static_cast<size_t>(kPairBatch) * vocab * group);
+    for (int64_t first = 0; first < n_pairs; first += kPairBatch) {
+      const int64_t n = std::min(kPairBatch, n_pairs - first);
+      Products(queries0, int64_t{vocab} * group, d, &pairs[static_cast<size_t>(first * d)], n,
+               y.data(), pool);
+      pool.ParallelFor(vocab, [&](int64_t begin, int64_t end) {
+        std::array<float, 16> predicted{};
+        for (int64_t t = begin; t < end; ++t) {
+          for (int64_t p = 0; p < n; ++p) {
+            for (int32_t h = 0; h < group; ++h) {
+              predicted[static_cast<size_t>(h)] =
+                  y[static_cast<size_t>((p * vocab + t) * group + h)] * view.scale;
+            }
+            columns.Match(predicted.data(), attacker.tolerance,
+                          [&](int32_t, float) { ++hits[static_cast<size_t>(t)]; });
+          }
+        }
+      });
+    }
+    Guesses query_guesses;
+    for (int32_t t = 0; t < vocab; ++t) {
+      if (hits[static_cast<size_t>(t)] > 0) {
+        query_guesses.Offer(t, -static_cast<float>(hits[static_cast<size_t>(t)]));
+      }
+    }
+    const int32_t true_query = view.step_tokens[s][0];
+    query_guesses.Score(true_query, query.recovered);
+    query_truth.push_back(true_query);
+    int32_t best_query = -1;
+    int64_t best_hits = 0;
+    for (int32_t t = 0; t < vocab; ++t) {
+      if (hits[static_cast<size_t>(t)] > best_hits) {
+        best_hits = hits[static_cast<size_t>(t)];
+        best_query = t;
+      }
+    }
+    if (step != 1) continue;
+
+    // Stage 2, first decode step: every key row, with the best query token.
+    for (const ObservedKey& key : view.keys) {
+      std::vector<Guesses> guesses(static_cast<size_t>(key.n_rows));
+      if (best_query >= 0) {
+        ScoreColumns key_columns(group);
+        key_columns.Add(key, s, view.scale);
+        key_columns.Finish();
+        const std::vector<float> keys_g =
+            TableSlice(table.k, vocab, config.n_kv_heads, key.kv_head, 1, d);
+        const float* q = &table.q[(static_cast<size_t>(best_query) * config.n_heads +
+                                   static_cast<size_t>(key.kv_head) * group) *
+                                  d];
+        std::mutex mutex;
+        constexpr size_t kPositionBatch = 32;
+        std::vector<float> y2(kPositionBatch * group * vocab);
+        for (size_t first = 0; first < key.layout_positions.size(); first += kPositionBatch) {
+          const size_t n = std::min(kPositionBatch, key.layout_positions.size() - first);
+          std::vector<float> x;  // query heads rotated to (query position − key position)
+          for (size_t p = 0; p < n; ++p) {
+            for (int32_t h = 0; h < group; ++h) {
+              const std::vector<float> rotated = Rotated(
+                  *attacker.rope, q + static_cast<size_t>(h) * d, d,
+                  query_position - key.layout_positions[first + p]);
+              x.insert(x.end(), rotated.begin(), rotated.end());
+            }
+          }
+          Products(keys_g, vocab, d, x.data(), static_cast<int64_t>(n) * group, y2.data(), pool);
+          pool.ParallelFor(vocab, [&](int64_t begin, int64_t end) {
+            std::array<float, 16> predicted{};
+            for (int64_t t = begin; t < end; ++t) {
+              for (size_t p = 0; p < n; ++p) {
+                for (int32_t h = 0; h < group; ++h) {
+                  predicted[static_cast<size_t>(h)] =
+                      y2[(p * group + static_cast<size_t>(h)) * vocab + static_cast<size_t>(t)] *
+                      view.scale;
+                }
+                key_columns.Match(predicted.data(), attacker.tolerance,
+                                  [&](int32_t column, float cost) {
+                                    const std::lock_guard<std::mutex> lock(mutex);
+                                    guesses[static_cast<size_t>(column)].Offer(
+                                        static_cast<int32_t>(t), cost);
+                                  });
+              }
+            }
+          });
+        }
+      }
+      for (int32_t i = 0; i < key.n_rows; ++i) {
+        guesses[static_cast<size_t>(i)].Score(key.row_token[static_cast<size_t>(i)],
+                                              chunk.recovered);
+        chunk_truth.push_back(key.row_token[static_cast<size_t>(i)]);
+      }
+    }
+  }
+  query.chance = ChanceOf(query_truth, attacker.anchors);
+  chunk.chance = ChanceOf(chunk_truth, attacker.anchors);
+  return {chunk, query};
+}
+
+std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
+                                                const AttackerKnowledge& attacker) {
+  const engine::ModelConfig& config = *attacker.config;
+  const TokenAloneTable& table = *attacker.table;
+  const int32_t d = config.head_dim;
+  const int32_t half = d / 2;
+  const int32_t vocab = table.vocab;
+  AttackResult by_value{.attack = "vocab-match-v", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  AttackResult by_key{.attack = "vocab-match-k", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  std::vector<int32_t> truth;
+  for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
+    std::vector<float> value_table(static_cast<size_t>(vocab) * d);
+    std::vector<float> key_table(static_cast<size_t>(vocab) * half);
+    for (int32_t t = 0; t < vocab; ++t) {
+      const size_t at = (static_cast<size_t>(t) * config.n_kv_heads + kv_head) * d;
+      SortedMagnitudes(&table.v[at], d, d, &value_table[static_cast<size_t>(t) * d]);
+      PairNorms(&table.k[at], d, config.rope_style, half, &key_table[static_cast<size_t>(t) * half]);
+    }
+    std::vector<float> values, keys;
+    std::vector<int32_t> head_truth;
+    for (const ObservedKey& key : view.keys) {
+      if (key.kv_head != kv_head) continue;
+      for (int32_t i = 0; i < key.n_rows; ++i) {
+        const size_t at = static_cast<size_t>(i) * key.dim;
+        values.resize(values.size() + d);
+        SortedMagnitudes(&key.v[at], key.dim, d, &values[values.size() - d]);
+        keys.resize(keys.size() + half);
+        PairNorms(&key.k[at], key.dim, config.rope_style, half, &keys[keys.size() - half]);
+        head_truth.push_back(key.row_token[static_cast<size_t>(i)]);
+      }
+    }
+    const std::vector<Guesses> value_guesses =
+        NearestByProduct(value_table, vocab, d, values, *attacker.pool);
+    const std::vector<Guesses> key_guesses =
+        NearestByProduct(key_table, vocab, half, keys, *attacker.pool);
+    for (size_t i = 0; i < head_truth.size(); ++i) {
+      value_guesses[i].Score(head_truth[i], by_value.recovered);
+      key_guesses[i].Score(head_truth[i], by_key.recovered);
+    }
+    truth.insert(truth.end(), head_truth.begin(), head_truth.end());
+  }
+  by_value.chance = ChanceOf(truth, attacker.anchors);
+  by_key.chance = by_value.chance;
+  return {by_value, by_key};
+}
+
+AttackResult RunOwnerQueryMatching(const ObservedLayer& plain_view,
+                                   const AttackerKnowledge& attacker) {
+  const engine::ModelConfig& config = *attacker.config;
+  const TokenAloneTable& table = *attacker.table;
+  const int32_t d = config.head_dim;
+  const int32_t group = plain_view.group;
+  const int32_t vocab = table.vocab;
+  AttackResult result{.attack = "owner-query", .target = "query tokens", .recovered = {}, .chance = {}};
+  std::vector<int32_t> truth;
+  for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
+    const ObservedKey* key = nullptr;
+    for (const ObservedKey& candidate : plain_view.keys) {
+      if (candidate.kv_head == kv_head) {
+        key = &candidate;
+        break;
+      }
+    }
+    if (key == nullptr) continue;
+    // Candidates: every (token, head of the group); distance = |w|² − 2·x·w.
+    const std::vector<float> queries =
+        TableSlice(table.q, vocab, config.n_heads, kv_head * group, group, d);
+    std::vector<float> norms(static_cast<size_t>(vocab) * group);
+    for (size_t r = 0; r < norms.size(); ++r) {
+      double sum = 0;
+      for (int32_t c = 0; c < d; ++c) sum += double{queries[r * d + c]} * queries[r * d + c];
+      norms[r] = static_cast<float>(sum);
+    }
+    for (size_t step = 0; step < plain_view.step_positions.size(); ++step) {
+      const std::vector<int32_t>& positions = plain_view.step_positions[step];
+      const std::vector<float>& rows = key->q[step];
+      const int64_t n_rows = static_cast<int64_t>(rows.size()) / d;
+      std::vector<Guesses> guesses(static_cast<size_t>(n_rows));
+      std::vector<float> x(static_cast<size_t>(n_rows) * d);
+      std::vector<float> y(static_cast<size_t>(n_rows) * vocab * group);
+      for (const int32_t position : positions) {  // each row back from each possible position
+        for (int64_t r = 0; r < n_rows; ++r) {
+          const std::vector<float> back =
+              Rotated(*attacker.rope, &rows[static_cast<size_t>(r) * d], d, -position);
+          std::copy(back.begin(), back.end(), &x[static_cast<size_t>(r) * d]);
+        }
+        Products(queries, int64_t{vocab} * group, d, x.data(), n_rows, y.data(), *attacker.pool);
+        for (int64_t r = 0; r < n_rows; ++r) {
+          for (int64_t c = 0; c < int64_t{vocab} * group; ++c) {
+            const float distance = norms[static_cast<size_t>(c)] -
+                                   2 * y[static_cast<size_t>(r * vocab * group + c)];
+            guesses[static_cast<size_t>(r)].Offer(static_cast<int32_t>(c / group), distance);
+          }
+        }
+      }
+      for (int64_t r = 0; r < n_rows; ++r) {
+        const int32_t token = plain_view.step_tokens[step][static_cast<size_t>(
+            plain_view.q_row_token[step][static_cast<size_t>(kv_head)][static_cast<size_t>(r)])];
+        guesses[static_cast<size_t>(r)].Score(token, result.recovered);
+        truth.push_back(token);
+      }
+    }
+  }
+  result.chance = ChanceOf(truth, attacker.anchors);
+  return result;
+}
+
+}  // namespace silo::eval

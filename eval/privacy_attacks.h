@@ -1,0 +1,95 @@
+// Attacks of the privacy harness on what a curious node observes (DESIGN.md §6), each a real
+// implementation run with the open weights of the model (the threat: everybody has them).
+//
+//   exact-scores     (attack 4) The compute node computes s = q′·K′ᵀ = q·Kᵀ·Πᵀ, the true scores,
+//                    whatever the mixer. At layer 0 a score depends only on the query token,
+//                    the key token and their positions, so the attacker predicts scores from the
+//                    open weights and matches them. Stage 1 finds the decode step's query token:
+//                    for every vocabulary token it predicts the scores against a few anchor
+//                    tokens (the most frequent of a public English text) at the key rows'
+//                    positions and counts the received score columns they hit. Stage 2 takes
+//                    the best query token and, for every position of a key and every vocabulary
+//                    token, predicts the score column and looks it up among the received ones.
+//                    A column matches when each head's score is within `tolerance`·(1 + |s|)
+//                    (heads in any order: the querier shuffles rows). Deeper than layer 0 the
+//                    predictions come from token-alone states (privacy_states.h), so this is
+//                    the same attack with an approximate model of the context.
+//   vocab-match-v    (attack 1) Each received V′ row against every vocabulary token's value,
+//                    with features invariant to row and hidden-dimension permutations, sign and
+//                    scale: |v| sorted, normalized. Cosine nearest neighbours.
+//   vocab-match-k    (attack 1) The same on K′ rows with RoPE-invariant features: the norms of
+//                    the rotary pairs, sorted, normalized.
+//   owner-query      What an owner sees with protect_mode OWNER: the querier's plain query rows
+//                    of the protected layers. Each row, rotated back to its position, against
+//                    every vocabulary token's query at that layer (nearest neighbour).
+//
+// Scores count, per attacked row, whether the true token is the attack's first guess (top-1)
+// or among its first five (top-5). `chance` is what a blind guess gets on the same rows: always
+// the most frequent token of a public English text (top-1), or its five most frequent (top-5).
+//
+// Thread-safety: functions use the given pool (one caller at a time).
+#ifndef SILO_EVAL_PRIVACY_ATTACKS_H_
+#define SILO_EVAL_PRIVACY_ATTACKS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/model_config.h"
+#include "engine/rope.h"
+#include "engine/thread_pool.h"
+#include "eval/privacy_states.h"
+#include "eval/privacy_views.h"
+
+namespace silo::eval {
+
+struct RecoveryCount {
+  int64_t n = 0;     // rows attacked
+  int64_t top1 = 0;  // true token guessed first
+  int64_t top5 = 0;  // true token among the first five guesses
+
+  void Add(const RecoveryCount& other) {
+    n += other.n;
+    top1 += other.top1;
+    top5 += other.top5;
+  }
+};
+
+struct AttackResult {
+  std::string attack;  // as named above
+  std::string target;  // "chunk tokens" or "query tokens"
+  RecoveryCount recovered;
+  RecoveryCount chance;
+};
+
+struct AttackerKnowledge {
+  const engine::ModelConfig* config = nullptr;
+  const engine::Rope* rope = nullptr;
+  const TokenAloneTable* table = nullptr;  // at the observed layer
+  std::vector<int32_t> anchors;            // tokens of a public text, most frequent first
+  int32_t n_anchors = 4;
+  int32_t max_anchor_positions = 256;
+  float tolerance = 1e-3f;
+  engine::ThreadPool* pool = nullptr;
+};
+
+// Attack 4 on the first `decode_steps` decode steps (chunk tokens from the first of them).
+std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
+                                              const AttackerKnowledge& attacker,
+                                              int32_t decode_steps);
+
+// Attack 1 on every received K′ and V′ row.
+std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
+                                                const AttackerKnowledge& attacker);
+
+// The owner's attack on plain query rows; `plain_view` is a kPlaintext view of a protected
+// layer (its query rows are what OwnerAttend carries). Every step's rows.
+AttackResult RunOwnerQueryMatching(const ObservedLayer& plain_view,
+                                   const AttackerKnowledge& attacker);
+
+// The chance row of true tokens against `prior`, tokens most frequent first (see above).
+RecoveryCount ChanceOf(const std::vector<int32_t>& truth, const std::vector<int32_t>& prior);
+
+}  // namespace silo::eval
+
+#endif  // SILO_EVAL_PRIVACY_ATTACKS_H_

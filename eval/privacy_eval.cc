@@ -1,0 +1,491 @@
+#include "eval/privacy_eval.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "common/strings.h"
+#include "engine/transformer.h"
+#include "eval/faq_questions.h"
+#include "eval/privacy_plots.h"
+#include "eval/retrieval_eval.h"
+#include "retrieval/knowledge_base.h"
+
+namespace silo::eval {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kPublicText[] = "/usr/share/common-licenses/GPL-3";
+
+v1::PrivacySettings Privacy(v1::KeyScope scope, v1::Mixer mixer, uint32_t protect_layers,
+                            v1::ProtectMode mode) {
+  v1::PrivacySettings privacy;
+  privacy.set_key_scope(scope);
+  privacy.set_mixer(mixer);
+  privacy.set_block_rows(scope == v1::KEY_SCOPE_BLOCK ? 64 : 0);
+  privacy.set_protect_layers(protect_layers);
+  privacy.set_protect_mode(protect_layers > 0 ? mode : v1::PROTECT_MODE_SKIP);
+  return privacy;
+}
+
+std::string ScopeName(v1::KeyScope scope) {
+  switch (scope) {
+    case v1::KEY_SCOPE_CHUNK:
+      return "chunk";
+    case v1::KEY_SCOPE_BLOCK:
+      return "block64";
+    default:
+      return "session";
+  }
+}
+
+// The settings swept: three baselines, then FedRAG's knobs.
+std::vector<SettingResult> SweptSettings(bool smoke) {
+  std::vector<SettingResult> settings;
+  const auto baseline = [&](std::string name, ViewKind kind) {
+    SettingResult& result = settings.emplace_back();
+    result.setting.name = std::move(name);
+    result.setting.kind = kind;
+    result.setting.privacy = Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, 0, v1::PROTECT_MODE_SKIP);
+    result.protect_mode = "none";
+  };
+  baseline("baseline plaintext", ViewKind::kPlaintext);
+  baseline("baseline permutation", ViewKind::kPermutation);
+  baseline("baseline orthogonal", ViewKind::kOrthogonal);
+  const std::vector<v1::KeyScope> scopes =
+      smoke ? std::vector<v1::KeyScope>{v1::KEY_SCOPE_SESSION}
+            : std::vector<v1::KeyScope>{v1::KEY_SCOPE_SESSION, v1::KEY_SCOPE_CHUNK,
+                                        v1::KEY_SCOPE_BLOCK};
+  const std::vector<v1::Mixer> mixers = smoke ? std::vector<v1::Mixer>{v1::MIXER_SPHPS}
+                                              : std::vector<v1::Mixer>{v1::MIXER_SPHPS,
+                                                                       v1::MIXER_DENSE};
+  const std::vector<uint32_t> protects = smoke ? std::vector<uint32_t>{0, 1}
+                                               : std::vector<uint32_t>{0, 1, 2, 4};
+  for (const uint32_t n : protects) {
+    for (const v1::ProtectMode mode : {v1::PROTECT_MODE_SKIP, v1::PROTECT_MODE_OWNER}) {
+      if (n == 0 && mode == v1::PROTECT_MODE_OWNER) continue;
+      for (const v1::KeyScope scope : scopes) {
+        for (const v1::Mixer mixer : mixers) {
+          SettingResult& result = settings.emplace_back();
+          result.protect_mode = n == 0 ? "none" : mode == v1::PROTECT_MODE_SKIP ? "skip" : "owner";
+          result.setting.kind = ViewKind::kFedRag;
+          result.setting.privacy = Privacy(scope, mixer, n, mode);
+          result.setting.name = StrCat("fedrag ", ScopeName(scope), " ",
+                                       mixer == v1::MIXER_DENSE ? "dense" : "sphps", " protect ",
+                                       n, n == 0 ? "" : StrCat(" ", result.protect_mode));
+        }
+      }
+    }
+  }
+  return settings;
+}
+
+// Token ids of a public text, most frequent first.
+absl::StatusOr<std::vector<int32_t>> PublicTokensByFrequency(const engine::Tokenizer& tokenizer) {
+  std::ifstream file(kPublicText);
+  if (!file) return absl::NotFoundError(StrCat("cannot read ", kPublicText));
+  std::stringstream text;
+  text << file.rdbuf();
+  std::map<int32_t, int64_t> counts;
+  for (const int32_t token : tokenizer.Encode(text.str(), /*parse_special=*/false)) ++counts[token];
+  std::vector<std::pair<int64_t, int32_t>> ranked;
+  for (const auto& [token, count] : counts) ranked.emplace_back(-count, token);
+  std::sort(ranked.begin(), ranked.end());
+  std::vector<int32_t> tokens;
+  for (const auto& [count, token] : ranked) tokens.push_back(token);
+  return tokens;
+}
+
+// Adds `attacks` into `into`, matching by attack and target.
+void Accumulate(const std::vector<AttackResult>& attacks, std::vector<AttackResult>& into) {
+  for (const AttackResult& attack : attacks) {
+    auto found = std::find_if(into.begin(), into.end(), [&](const AttackResult& known) {
+      return known.attack == attack.attack && known.target == attack.target;
+    });
+    if (found == into.end()) {
+      into.push_back(attack);
+    } else {
+      found->recovered.Add(attack.recovered);
+      found->chance.Add(attack.chance);
+    }
+  }
+}
+
+double Percent(int64_t part, int64_t whole) { return whole > 0 ? 100.0 * part / whole : 0.0; }
+
+// Sentences of the embedding-inversion pool: every FAQ question, then sentences of the Python
+// tutorial, up to `limit`.
+std::vector<std::string> SentencePool(const std::vector<FaqQuestion>& faq,
+                                      const std::string& docs_dir, size_t limit) {
+  std::vector<std::string> pool;
+  for (const FaqQuestion& question : faq) pool.push_back(question.question);
+  std::vector<fs::path> files;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(fs::path(docs_dir) / "tutorial", error)) {
+    files.push_back(entry.path());
+  }
+  std::sort(files.begin(), files.end());
+  for (const fs::path& path : files) {
+    std::ifstream file(path);
+    std::string line, sentence;
+    while (pool.size() < limit && std::getline(file, line)) {
+      for (const char c : line) {
+        sentence += c;
+        if ((c == '.' || c == '?') && sentence.size() > 20) {
+          pool.push_back(sentence);
+          sentence.clear();
+        }
+      }
+      sentence += ' ';
+      if (sentence.size() > 400) sentence.clear();
+    }
+  }
+  if (pool.size() > limit) pool.resize(limit);
+  return pool;
+}
+
+std::string JsonEscape(std::string_view s) {
+  std::string out;
+  for (const char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// The default: the cheapest FedRAG setting (per-token latency) where every attack is at most
+// chance + 1 point top-1 and the perplexity moves by at most 1%; else the best trade-off.
+void ChooseDefault(PrivacyEvalResult& result) {
+  double best_cost = 0;
+  const SettingResult* chosen = nullptr;
+  const SettingResult* fallback = nullptr;
+  double fallback_excess = 0;
+  for (const SettingResult& setting : result.settings) {
+    if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
+    double excess = 0;
+    for (const AttackResult& attack : setting.attacks) {
+      excess = std::max(excess, Percent(attack.recovered.top1, attack.recovered.n) -
+                                    Percent(attack.chance.top1, attack.chance.n));
+    }
+    const double utility_cost =
+        std::abs(setting.perplexity / setting.reference_perplexity - 1.0);
+    if (excess <= 1.0 && utility_cost <= 0.01 &&
+        (chosen == nullptr || setting.ms_per_token < best_cost)) {
+      chosen = &setting;
+      best_cost = setting.ms_per_token;
+    }
+    if (utility_cost <= 0.01 && (fallback == nullptr || excess < fallback_excess)) {
+      fallback = &setting;
+      fallback_excess = excess;
+    }
+  }
+  if (chosen != nullptr) {
+    result.chosen_default = chosen->setting.name;
+    result.default_reason =
+        "the cheapest setting (per-token latency) under which every attack is at most chance + 1 "
+        "point top-1 and the perplexity moves by at most 1%";
+  } else if (fallback != nullptr) {
+    result.chosen_default = fallback->setting.name;
+    result.default_reason = absl::StrFormat(
+        "no setting meets the thresholds; the best trade-off: among settings within 1%% "
+        "perplexity, the one whose strongest attack exceeds chance the least (%.1f points "
+        "top-1)",
+        fallback_excess);
+  } else {
+    result.default_reason = "not chosen: no setting has a measured utility cost";
+  }
+}
+
+absl::Status WriteReports(const PrivacyEvalOptions& options, const PrivacyEvalResult& result,
+                          int n_questions) {
+  std::error_code error;
+  fs::create_directories(options.out_dir, error);
+  std::ofstream csv(fs::path(options.out_dir) / "privacy.csv");
+  csv << "setting,protect_mode,layer,attack,target,rows,top1,top5,chance_top1,chance_top5,"
+         "perplexity,reference_perplexity,bytes_per_token,ms_per_token\n";
+  std::ofstream json(fs::path(options.out_dir) / "privacy.json");
+  json << "{\n  \"questions\": " << n_questions << ",\n  \"default\": \""
+       << JsonEscape(result.chosen_default) << "\",\n  \"default_reason\": \""
+       << JsonEscape(result.default_reason) << "\",\n  \"settings\": [\n";
+  for (size_t s = 0; s < result.settings.size(); ++s) {
+    const SettingResult& setting = result.settings[s];
+    json << "    {\"name\": \"" << JsonEscape(setting.setting.name) << "\", \"protect_mode\": \""
+         << setting.protect_mode << "\", \"layer\": " << setting.setting.privacy.protect_layers()
+         << absl::StrFormat(", \"perplexity\": %.6g, \"reference_perplexity\": %.6g, "
+                            "\"bytes_per_token\": %.6g, \"ms_per_token\": %.6g",
+                            setting.perplexity, setting.reference_perplexity,
+                            setting.bytes_per_token, setting.ms_per_token)
+         << ", \"attacks\": [";
+    for (size_t a = 0; a < setting.attacks.size(); ++a) {
+      const AttackResult& attack = setting.attacks[a];
+      json << (a == 0 ? "" : ", ")
+           << absl::StrFormat(
+                  "{\"attack\": \"%s\", \"target\": \"%s\", \"rows\": %d, \"top1\": %d, "
+                  "\"top5\": %d, \"chance_top1\": %d, \"chance_top5\": %d}",
+                  attack.attack, attack.target, attack.recovered.n, attack.recovered.top1,
+                  attack.recovered.top5, attack.chance.top1, attack.chance.top5);
+      csv << absl::StrFormat("\"%s\",%s,%d,%s,%s,%d,%d,%d,%d,%d,%.6g,%.6g,%.6g,%.6g\n",
+                             setting.setting.name, setting.protect_mode,
+                             setting.setting.privacy.protect_layers(), attack.attack,
+                             attack.target, attack.recovered.n, attack.recovered.top1,
+                             attack.recovered.top5, attack.chance.top1, attack.chance.top5,
+                             setting.perplexity, setting.reference_perplexity,
+                             setting.bytes_per_token, setting.ms_per_token);
+    }
+    json << "]}" << (s + 1 < result.settings.size() ? "," : "") << "\n";
+  }
+  json << "  ]\n}\n";
+  if (!csv || !json) return absl::InternalError(StrCat("cannot write under ", options.out_dir));
+  return WritePrivacyPlots(result, options.out_dir);
+}
+
+void PrintTable(const PrivacyEvalResult& result, int n_questions, std::ostream& out) {
+  out << absl::StrFormat(
+      "# Privacy of FedRAG: tokens recovered by each attack (%d questions)\n\n", n_questions);
+  out << "| setting | layer seen | attack | target | rows | top-1 % | top-5 % | chance top-1 % | "
+         "chance top-5 % | perplexity (ref) | bytes/token | ms/token |\n"
+         "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const SettingResult& setting : result.settings) {
+    for (const AttackResult& attack : setting.attacks) {
+      out << absl::StrFormat(
+          "| %s | %d | %s | %s | %d | %.1f | %.1f | %.1f | %.1f | ", setting.setting.name,
+          setting.setting.privacy.protect_layers(), attack.attack, attack.target,
+          attack.recovered.n, Percent(attack.recovered.top1, attack.recovered.n),
+          Percent(attack.recovered.top5, attack.recovered.n),
+          Percent(attack.chance.top1, attack.chance.n), Percent(attack.chance.top5, attack.chance.n));
+      if (setting.perplexity >= 0) {
+        out << absl::StrFormat("%.3f (%.3f) | %.0f | %.1f |\n", setting.perplexity,
+                               setting.reference_perplexity, setting.bytes_per_token,
+                               setting.ms_per_token);
+      } else {
+        out << "— | — | — |\n";
+      }
+    }
+  }
+  out << "\nDefault: " << (result.chosen_default.empty() ? "none" : result.chosen_default)
+      << " — " << result.default_reason << "\n";
+}
+
+struct CostFigures {
+  double perplexity = 0, bytes_per_token = 0, ms_per_token = 0;
+};
+
+// Gold-answer perplexity, bytes and per-token latency of every FedRAG setting end to end over a
+// LocalFederation, and the perplexity of the plaintext computation of the same chunks
+// (centralized, each chunk's KV alone) as their reference. A setting the nodes do not implement
+// keeps its negative figures (logged).
+absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
+                                const std::vector<FaqQuestion>& faq, PrivacyEvalResult& result,
+                                std::ostream& log) {
+  log << "end-to-end cost: preparing " << options.federation.work_dir << "\n";
+  SILO_RETURN_IF_ERROR(LocalFederation::Prepare(options.federation, log));
+  SILO_ASSIGN_OR_RETURN(std::unique_ptr<LocalFederation> federation,
+                        LocalFederation::Start(options.federation, 0, 0));
+  std::vector<std::pair<std::string, std::string>> questions;  // question, gold answer
+  const size_t stride =
+      std::max<size_t>(1, faq.size() / static_cast<size_t>(std::max(1, options.cost_questions)));
+  for (int q = 0; q < options.cost_questions && static_cast<size_t>(q) * stride < faq.size(); ++q) {
+    const FaqQuestion& question = faq[static_cast<size_t>(q) * stride];
+    SILO_ASSIGN_OR_RETURN(std::string answer, LoadAnswerText(question));
+    questions.emplace_back(question.question, std::move(answer));
+  }
+  const auto run = [&](v1::GenerationMode mode,
+                       const v1::PrivacySettings& privacy) -> absl::StatusOr<CostFigures> {
+    double logprob = 0, decode_ms = 0;
+    int64_t tokens = 0, decode_tokens = 0, bytes = 0;
+    for (const auto& [text, answer] : questions) {
+      v1::QueryRequest request;
+      request.set_question(text);
+      request.set_mode(mode);
+      request.set_querier_node_id(kLocalQuerier);
+      request.set_top_k(static_cast<uint32_t>(options.top_k));
+      request.set_max_tokens(static_cast<uint32_t>(options.cost_tokens));
+      request.set_kv_mode(v1::KV_MODE_POSITION_INDEPENDENT);
+      request.set_kv_dtype(v1::DTYPE_F16);
+      request.set_owner_timeout_ms(10000);
+      request.set_forced_answer(answer);
+      *request.mutable_privacy() = privacy;
+      SILO_ASSIGN_OR_RETURN(const v1::QueryDone done, federation->Query(request));
+      const v1::QueryStats& stats = done.stats();
+      logprob += stats.forced_answer_logprob();
+      tokens += stats.n_generated_tokens();
+      bytes += stats.bytes_sent() + stats.bytes_received() + stats.upload_bytes();
+      if (stats.n_generated_tokens() > 1) {
+        decode_ms += static_cast<double>(stats.total_ns() - stats.ttft_ns()) / 1e6;
+        decode_tokens += stats.n_generated_tokens() - 1;
+      }
+    }
+    if (tokens == 0) return absl::InternalError("no gold-answer token was scored");
+    return CostFigures{.perplexity = std::exp(-logprob / static_cast<double>(tokens)),
+                       .bytes_per_token = static_cast<double>(bytes) / static_cast<double>(tokens),
+                       .ms_per_token = decode_tokens > 0 ? decode_ms / static_cast<double>(decode_tokens) : 0};
+  };
+  SILO_ASSIGN_OR_RETURN(const CostFigures reference,
+                        run(v1::GENERATION_MODE_CENTRALIZED, v1::PrivacySettings()));
+  log << "  reference (centralized, chunkwise): perplexity " << reference.perplexity << "\n";
+  for (SettingResult& setting : result.settings) {
+    if (setting.setting.kind != ViewKind::kFedRag) continue;
+    absl::StatusOr<CostFigures> cost = run(v1::GENERATION_MODE_FEDRAG, setting.setting.privacy);
+    if (!cost.ok()) {
+      log << "  " << setting.setting.name << ": " << cost.status() << "\n";
+      if (cost.status().code() == absl::StatusCode::kUnimplemented) continue;
+      return cost.status();
+    }
+    setting.perplexity = cost->perplexity;
+    setting.reference_perplexity = reference.perplexity;
+    setting.bytes_per_token = cost->bytes_per_token;
+    setting.ms_per_token = cost->ms_per_token;
+    log << "  " << setting.setting.name << absl::StrFormat(": perplexity %.4f, %.0f B/token, %.1f ms/token\n", cost->perplexity, cost->bytes_per_token, cost->ms_per_token);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& options,
+                                                 std::ostream& out, std::ostream& log) {
+  if (options.n_questions < 1 || options.top_k < 1 || options.decode_steps < 1) {
+    return absl::InvalidArgumentError("questions, top-k and decode steps must be positive");
+  }
+  const std::string faq_dir = options.federation.docs_dir + "/faq";
+  SILO_ASSIGN_OR_RETURN(const std::vector<FaqQuestion> faq, LoadFaqQuestions(faq_dir));
+  if (static_cast<int>(faq.size()) < options.n_questions) {
+    return absl::InvalidArgumentError(StrCat("the FAQ has only ", faq.size(), " questions"));
+  }
+
+  // The attack corpus: the FAQ, in one store (its chunks are dealt to three owners per session).
+  retrieval::KnowledgeBaseOptions kb;
+  kb.data_dir = options.corpus_dir;
+  kb.decoder_model = options.federation.decoder_model;
+  kb.embedder_model = options.federation.embedder_model;
+  kb.kv_shards = retrieval::KvShardMode::kOff;
+  kb.threads = options.threads;
+  SILO_ASSIGN_OR_RETURN(const crypto::SecretBytes key, EvalNodeKey(kb.data_dir));
+  SILO_ASSIGN_OR_RETURN(std::unique_ptr<retrieval::KnowledgeBase> base,
+                        retrieval::KnowledgeBase::Open(kb, key));
+  log << "ingesting " << faq_dir << " into " << kb.data_dir << "\n";
+  SILO_RETURN_IF_ERROR(base->Ingest(std::vector<std::string>{faq_dir}).status());
+
+  const engine::LanguageModel& decoder = base->decoder();
+  const engine::ModelConfig& config = decoder.model().config();
+  engine::ThreadPool pool(options.threads);
+  engine::Transformer transformer(decoder.model(), pool);
+  SILO_ASSIGN_OR_RETURN(const engine::RagPromptBuilder prompts,
+                        engine::RagPromptBuilder::Create(&decoder.tokenizer()));
+
+  PrivacyEvalResult result;
+  result.settings = SweptSettings(options.smoke);
+  std::vector<int32_t> layers;
+  for (const SettingResult& setting : result.settings) {
+    const auto layer = static_cast<int32_t>(setting.setting.privacy.protect_layers());
+    if (std::find(layers.begin(), layers.end(), layer) == layers.end()) layers.push_back(layer);
+  }
+  log << "token-alone tables of layers";
+  for (const int32_t layer : layers) log << " " << layer;
+  log << " over " << (options.vocab > 0 ? options.vocab : config.vocab_size) << " tokens\n";
+  absl::Time start = absl::Now();
+  SILO_ASSIGN_OR_RETURN(const std::vector<TokenAloneTable> tables,
+                        ComputeTokenAloneTables(transformer, layers, options.vocab));
+  log << "  " << absl::ToDoubleSeconds(absl::Now() - start) << " s\n";
+  AttackerKnowledge attacker;
+  attacker.config = &config;
+  attacker.rope = &transformer.rope();
+  attacker.pool = &pool;
+  SILO_ASSIGN_OR_RETURN(attacker.anchors, PublicTokensByFrequency(decoder.tokenizer()));
+
+  // The embedding-inversion pool, embedded once.
+  const std::vector<std::string> pool_sentences =
+      SentencePool(faq, options.federation.docs_dir, static_cast<size_t>(options.embedding_pool));
+  std::vector<float> pool_embeddings;
+  for (const std::string& sentence : pool_sentences) {
+    SILO_ASSIGN_OR_RETURN(const std::vector<float> embedding, base->EmbedQuestion(sentence));
+    pool_embeddings.insert(pool_embeddings.end(), embedding.begin(), embedding.end());
+  }
+  const size_t embedding_dim = static_cast<size_t>(base->embedding_dim());
+  log << "embedding-inversion pool: " << pool_sentences.size() << " sentences\n";
+  AttackResult inversion{.attack = "embedding-inversion",
+                         .target = "question (exact sentence)",
+                         .recovered = {},
+                         .chance = {}};
+
+  const size_t stride = std::max<size_t>(1, faq.size() / static_cast<size_t>(options.n_questions));
+  for (int q = 0; q < options.n_questions; ++q) {
+    const FaqQuestion& question = faq[static_cast<size_t>(q) * stride];
+    log << "question " << q + 1 << "/" << options.n_questions << ": " << question.question << "\n";
+    SILO_ASSIGN_OR_RETURN(const std::vector<retrieval::SearchHit> hits,
+                          base->Search(question.question, options.top_k));
+    std::vector<std::string> chunks;
+    for (const retrieval::SearchHit& hit : hits) chunks.push_back(hit.text);
+    PlainSessionOptions session_options;
+    session_options.decode_steps = options.decode_steps;
+    session_options.layers = layers;
+    SILO_ASSIGN_OR_RETURN(const PlainSessionStates states,
+                          RecordPlainSession(transformer, prompts, question.question, chunks,
+                                             session_options));
+
+    // What an owner sees: the retrieval embedding (every mode) and, with OWNER, layer-0 queries.
+    {
+      SILO_ASSIGN_OR_RETURN(const std::vector<float> seen, base->EmbedQuestion(question.question));
+      std::vector<std::pair<float, size_t>> ranked;
+      for (size_t i = 0; i < pool_sentences.size(); ++i) {
+        float dot = 0;
+        for (size_t c = 0; c < embedding_dim; ++c) dot += seen[c] * pool_embeddings[i * embedding_dim + c];
+        ranked.emplace_back(-dot, i);
+      }
+      std::partial_sort(ranked.begin(), ranked.begin() + std::min<size_t>(5, ranked.size()),
+                        ranked.end());
+      ++inversion.recovered.n;
+      ++inversion.chance.n;
+      for (size_t i = 0; i < 5 && i < ranked.size(); ++i) {
+        if (pool_sentences[ranked[i].second] != question.question) continue;
+        if (i == 0) ++inversion.recovered.top1;
+        ++inversion.recovered.top5;
+      }
+    }
+    ObserverSetting owner_sees{.name = "owner", .kind = ViewKind::kPlaintext, .privacy = {}, .wire = v1::DTYPE_F32};
+    owner_sees.privacy.set_protect_layers(0);
+    SILO_ASSIGN_OR_RETURN(const ObservedLayer plain0, ObserveLayer(states, owner_sees, 7));
+    attacker.table = &tables[0];
+    const AttackResult owner_query = RunOwnerQueryMatching(plain0, attacker);
+
+    for (size_t s = 0; s < result.settings.size(); ++s) {
+      SettingResult& setting = result.settings[s];
+      const auto layer = static_cast<int32_t>(setting.setting.privacy.protect_layers());
+      attacker.table = &tables[static_cast<size_t>(
+          std::find(layers.begin(), layers.end(), layer) - layers.begin())];
+      start = absl::Now();
+      SILO_ASSIGN_OR_RETURN(const ObservedLayer view,
+                            ObserveLayer(states, setting.setting, 1000 * q + s));
+      const absl::Time observed = absl::Now();
+      Accumulate(RunExactScoreAttack(view, attacker, options.decode_steps), setting.attacks);
+      const absl::Time scored = absl::Now();
+      Accumulate(RunVocabularyMatching(view, attacker), setting.attacks);
+      if (setting.protect_mode == "owner") Accumulate({owner_query}, setting.attacks);
+      log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, vocab-match %.1f s\n",
+                             setting.setting.name, absl::ToDoubleSeconds(observed - start),
+                             absl::ToDoubleSeconds(scored - observed),
+                             absl::ToDoubleSeconds(absl::Now() - scored));
+    }
+  }
+  inversion.chance.top1 = 0;  // a blind guess names one pool sentence of thousands
+  for (SettingResult& setting : result.settings) {
+    if (setting.setting.kind == ViewKind::kFedRag) setting.attacks.push_back(inversion);
+  }
+
+  if (options.measure_cost) {
+    SILO_RETURN_IF_ERROR(MeasurePrivacyCost(options, faq, result, log));
+  }
+  ChooseDefault(result);
+  PrintTable(result, options.n_questions, out);
+  SILO_RETURN_IF_ERROR(WriteReports(options, result, options.n_questions));
+  return result;
+}
+
+}  // namespace silo::eval

@@ -1,0 +1,74 @@
+// `silo-eval privacy`: what each curious node learns in a FedRAG session, per privacy setting.
+//
+// For FAQ questions of the Python documentation, the harness retrieves chunks from a corpus
+// spread over three owners, records the plaintext states of the session (privacy_states.h),
+// builds what the compute node receives under every setting (privacy_views.h: the production
+// scrambler, and the plaintext / permutation-only / orthogonal-only baselines) and runs the
+// attacks (privacy_attacks.h) against it, plus two observers beside the compute node:
+//   owner      with protect_mode OWNER, the plain query rows of the protected layers
+//              (owner-query); with every mode, the question's retrieval embedding
+//              (embedding-inversion: nearest neighbour over a pool of sentences, the FAQ's
+//              questions among them, with the open embedder);
+//   querier    receives partials (m, l, o) per owner and key: sums over a whole chunk, no row
+//              of it (not attacked here);
+//   coordinator sees node ids, settings and the question text of the operator's request (it
+//              is the user-facing endpoint; it never receives keys, documents or KV).
+// With `measure_cost`, every FedRAG setting is also run end to end over a LocalFederation
+// (real processes' code, in one process, mTLS on loopback): gold-answer perplexity against the
+// plaintext computation of the same chunks, bytes per generated token and per-token latency.
+//
+// Writes privacy.json, privacy.csv, privacy.md (the report, with the chosen default) and
+// recovery.png / frontier.png under out_dir, and prints the table.
+//
+// Thread-safety: one run at a time.
+#ifndef SILO_EVAL_PRIVACY_EVAL_H_
+#define SILO_EVAL_PRIVACY_EVAL_H_
+
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "eval/local_federation.h"
+#include "eval/privacy_attacks.h"
+#include "eval/privacy_views.h"
+
+namespace silo::eval {
+
+struct PrivacyEvalOptions {
+  LocalFederationOptions federation{.work_dir = "build/eval/federation"};
+  std::string corpus_dir = "build/eval/privacy-corpus";  // the attack corpus' store (FAQ)
+  std::string out_dir = "build/eval/privacy";
+  int n_questions = 3;
+  int top_k = 4;
+  int decode_steps = 1;  // attacked by exact-scores
+  int vocab = 0;         // candidate tokens [0, vocab) of the attacker; 0: the whole vocabulary
+  int threads = 0;       // 0: every core
+  bool smoke = false;    // baselines and the default candidates only
+  bool measure_cost = true;
+  int cost_questions = 5;  // per setting, end to end
+  int cost_tokens = 32;    // gold-answer tokens scored per question
+  int embedding_pool = 2000;  // sentences in the embedding-inversion pool (FAQ questions first)
+};
+
+struct SettingResult {
+  ObserverSetting setting;
+  std::string protect_mode;  // "none", "skip" or "owner"
+  std::vector<AttackResult> attacks;
+  // From the end-to-end runs (measure_cost), else negative.
+  double perplexity = -1, reference_perplexity = -1;
+  double bytes_per_token = -1, ms_per_token = -1;
+};
+
+struct PrivacyEvalResult {
+  std::vector<SettingResult> settings;
+  std::string chosen_default;  // setting name, or empty
+  std::string default_reason;
+};
+
+absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& options,
+                                                 std::ostream& out, std::ostream& log);
+
+}  // namespace silo::eval
+
+#endif  // SILO_EVAL_PRIVACY_EVAL_H_
