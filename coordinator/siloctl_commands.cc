@@ -221,6 +221,14 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
         StrCat("--mixer must be sphps or dense, not ", options.mixer));
   }
   privacy.set_protect_layers(static_cast<uint32_t>(options.protect_layers));
+  if (options.protect_mode == "skip") {
+    privacy.set_protect_mode(v1::PROTECT_MODE_SKIP);
+  } else if (options.protect_mode == "owner") {
+    privacy.set_protect_mode(v1::PROTECT_MODE_OWNER);
+  } else if (!options.protect_mode.empty()) {
+    return absl::InvalidArgumentError(
+        StrCat("--protect-mode must be skip or owner, not ", options.protect_mode));
+  }
   request.set_compute_failure(options.continue_on_compute_failure ? v1::FAILURE_POLICY_CONTINUE
                                                                   : v1::FAILURE_POLICY_FAIL);
   return request;

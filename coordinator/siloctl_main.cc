@@ -4,7 +4,8 @@
 //   score|rrf]
 //           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16|bf16]
 //           [--key-scope session|chunk|block] [--block-rows N] [--mixer sphps|dense]
-//           [--protect-layers N] [--continue-on-compute-failure] "question"
+//           [--protect-layers N] [--protect-mode skip|owner] [--continue-on-compute-failure]
+//           "question"
 //   siloctl --config siloctl.yaml sessions [--limit 20]
 #include <iostream>
 #include <string>
@@ -57,8 +58,12 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   query_command->add_option("--mixer", query.mixer, "sphps or dense (default: the federation's)");
   query_command
       ->add_option("--protect-layers", query.protect_layers,
-                   "First layers that do not attend the chunks")
+                   "First layers whose attention over remote chunks is not delegated")
       ->capture_default_str();
+  query_command->add_option("--protect-mode", query.protect_mode,
+                            "skip (protected layers do not attend remote chunks) or owner (each "
+                            "owner attends its own chunks there and sees those query rows); "
+                            "default: the federation's");
   query_command->add_flag("--continue-on-compute-failure", query.continue_on_compute_failure,
                           "If the compute node fails mid-answer, finish without the remote "
                           "chunks (default: end with its status)");

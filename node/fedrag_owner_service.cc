@@ -1,7 +1,10 @@
 #include "node/fedrag_owner_service.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
+#include <optional>
+#include <utility>
 
 #include "common/half.h"
 #include "common/logging.h"
@@ -10,6 +13,7 @@
 #include "crypto/mtls.h"
 #include "node/fedrag_scrambler.h"
 #include "node/grpc_status.h"
+#include "node/internal/attention_rows.h"
 #include "node/rpc_roles.h"
 
 namespace silo::node {
@@ -62,10 +66,16 @@ FedRagOwnerService::FedRagOwnerService(retrieval::KnowledgeBase* corpus,
       rope_(corpus == nullptr ? std::nullopt
                               : std::optional<engine::Rope>(corpus->decoder().model().config())) {}
 
+FedRagOwnerService::Sessions::iterator FedRagOwnerService::EraseSession(Sessions::iterator it) {
+  owner_kv_bytes_ -= it->second.owner_kv_bytes;
+  return sessions_.erase(it);
+}
+
 void FedRagOwnerService::DropExpired(absl::Time now) {
   for (auto it = sessions_.begin(); it != sessions_.end();) {
-    if (it->second.expires < now && !it->second.preparing) {
-      it = sessions_.erase(it);
+    const Session& session = it->second;
+    if (session.expires < now && session.state != State::kPreparing && !session.attending) {
+      it = EraseSession(it);
     } else {
       ++it;
     }
@@ -119,7 +129,10 @@ grpc::Status FedRagOwnerService::ExchangeKeys(grpc::ServerContext* context,
                                         .secret = std::move(answer->session_secret),
                                         .chunks = {},
                                         .expires = absl::Now() + limits_.session_ttl,
-                                        .preparing = false});
+                                        .state = State::kSetup,
+                                        .owner_kv_bytes = 0,
+                                        .owner_kv = nullptr,
+                                        .attending = false});
   if (!inserted) {
     return Error(grpc::StatusCode::ALREADY_EXISTS, "keys of this session were exchanged");
   }
@@ -172,8 +185,8 @@ grpc::Status FedRagOwnerService::SelectChunks(grpc::ServerContext* context,
   const std::lock_guard<std::mutex> lock(mutex_);
   Session* session = nullptr;
   if (grpc::Status found = FindSession(id, *caller, &session); !found.ok()) return found;
-  if (session->preparing) {
-    return Error(grpc::StatusCode::FAILED_PRECONDITION, "the session is being prepared");
+  if (session->state != State::kSetup) {
+    return Error(grpc::StatusCode::FAILED_PRECONDITION, "the session is being or was prepared");
   }
   session->chunks = std::move(chunks);
   response->set_n_tokens(n_tokens);
@@ -208,9 +221,11 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
   if (privacy.protect_layers() > static_cast<uint32_t>(n_layers)) {
     return Error(grpc::StatusCode::INVALID_ARGUMENT, "protect_layers exceeds n_layers");
   }
-  if (privacy.protect_layers() > 0 && privacy.protect_mode() != v1::PROTECT_MODE_SKIP) {
-    return Error(grpc::StatusCode::UNIMPLEMENTED,
-                 "only protect_mode SKIP is implemented for protected layers");
+  // protect_mode OWNER: this owner attends its chunks itself in the protected layers.
+  const int32_t protect_layers = static_cast<int32_t>(privacy.protect_layers());
+  const bool owner_attends = protect_layers > 0 && privacy.protect_mode() == v1::PROTECT_MODE_OWNER;
+  if (protect_layers > 0 && !owner_attends && privacy.protect_mode() != v1::PROTECT_MODE_SKIP) {
+    return Error(grpc::StatusCode::INVALID_ARGUMENT, "protect_mode must be resolved");
   }
   const v1::NodeRef& compute = request->compute();
   if (absl::Status valid = CheckHostPort(compute.address()); !valid.ok()) {
@@ -221,31 +236,58 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
                  "the querier cannot be the compute node of its own session");
   }
 
+  const int32_t n_kv_heads = static_cast<int32_t>(model_.n_kv_heads());
+  const int32_t head_dim = static_cast<int32_t>(model_.head_dim());
   std::vector<SelectedChunk> chunks;
   crypto::SecretBytes secret;
   {
     const std::lock_guard<std::mutex> lock(mutex_);
     Session* session = nullptr;
     if (grpc::Status found = FindSession(id, *caller, &session); !found.ok()) return found;
-    if (session->preparing) {
-      return Error(grpc::StatusCode::FAILED_PRECONDITION, "the session is being prepared");
+    if (session->state != State::kSetup) {
+      return Error(grpc::StatusCode::FAILED_PRECONDITION, "the session is being or was prepared");
     }
     if (session->chunks.empty()) {
       return Error(grpc::StatusCode::FAILED_PRECONDITION, "no chunks were selected");
     }
-    session->preparing = true;
+    int64_t n_rows = 0;
+    for (const SelectedChunk& chunk : session->chunks) n_rows += chunk.n_tokens;
+    // K and V as f32, so that the owner's partials are as exact as the compute node's with F32.
+    const int64_t kv_bytes = owner_attends ? int64_t{2} * protect_layers * n_kv_heads * n_rows *
+                                                 head_dim * static_cast<int64_t>(sizeof(float))
+                                           : 0;
+    if (owner_kv_bytes_ + kv_bytes > limits_.max_owner_kv_bytes) {
+      return Error(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                   StrCat("protect_mode OWNER would keep ", kv_bytes, " bytes of KV; ",
+                          limits_.max_owner_kv_bytes - owner_kv_bytes_, " are free"));
+    }
+    owner_kv_bytes_ += kv_bytes;
+    session->owner_kv_bytes = kv_bytes;
+    session->state = State::kPreparing;
     chunks = session->chunks;
     secret = crypto::SecretBytes::FromBytes(session->secret.span());
   }
-  // Whatever happens next, the session (and its secret) ends with this call.
-  struct EraseSession {
+  // Whatever happens next, the secret ends with this call, and so does the session, unless it
+  // succeeds with protect_mode OWNER: then it stays, with `owner_kv`, for OwnerAttend.
+  struct EndSetup {
     FedRagOwnerService* service;
     const std::string& id;
-    ~EraseSession() {
+    std::shared_ptr<const OwnerKv> owner_kv;
+    ~EndSetup() {
       const std::lock_guard<std::mutex> lock(service->mutex_);
-      service->sessions_.erase(id);
+      const auto it = service->sessions_.find(id);
+      if (it == service->sessions_.end()) return;
+      if (owner_kv == nullptr) {
+        service->EraseSession(it);
+        return;
+      }
+      Session& session = it->second;
+      session.secret = crypto::SecretBytes();
+      session.owner_kv = std::move(owner_kv);
+      session.state = State::kPrepared;
+      session.expires = absl::Now() + service->limits_.session_ttl;
     }
-  } erase{this, id};
+  } end_setup{.service = this, .id = id, .owner_kv = nullptr};
 
   std::vector<int32_t> chunk_rows;
   std::vector<int64_t> starts;
@@ -290,6 +332,23 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
     }
     shards.push_back(*std::move(shard));
   }
+  std::vector<float> k, v;
+  std::vector<int32_t> positions;
+  std::shared_ptr<OwnerKv> owner_kv;
+  if (owner_attends) {
+    owner_kv = std::make_shared<OwnerKv>();
+    owner_kv->n_layers = protect_layers;
+    owner_kv->n_kv_heads = n_kv_heads;
+    owner_kv->head_dim = head_dim;
+    for (int32_t layer = 0; layer < protect_layers; ++layer) {
+      for (int32_t kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
+        GatherRows(shards, starts, layer, kv_head, *rope_, k, v, positions);
+        owner_kv->k.insert(owner_kv->k.end(), k.begin(), k.end());
+        owner_kv->v.insert(owner_kv->v.end(), v.begin(), v.end());
+      }
+    }
+    owner_kv->n_rows = static_cast<int64_t>(positions.size());
+  }
   const absl::Time upload_start = absl::Now();
 
   grpc::ClientContext upload_context;
@@ -300,11 +359,7 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
                                                                          &uploaded);
   absl::Status scrambled = absl::OkStatus();
   bool written = true;
-  std::vector<float> k, v;
-  std::vector<int32_t> positions;
-  const int32_t n_kv_heads = static_cast<int32_t>(model_.n_kv_heads());
-  for (int32_t layer = static_cast<int32_t>(privacy.protect_layers());
-       layer < n_layers && scrambled.ok() && written; ++layer) {
+  for (int32_t layer = protect_layers; layer < n_layers && scrambled.ok() && written; ++layer) {
     for (int32_t kv_head = 0; kv_head < n_kv_heads && scrambled.ok() && written; ++kv_head) {
       GatherRows(shards, starts, layer, kv_head, *rope_, k, v, positions);
       absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> messages = scrambler->ScrambleKv(
@@ -336,18 +391,105 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
   response->set_upload_bytes(uploaded.n_bytes());
   response->set_prepare_ns(absl::ToInt64Nanoseconds(upload_start - start));
   response->set_upload_ns(absl::ToInt64Nanoseconds(absl::Now() - upload_start));
+  end_setup.owner_kv = std::move(owner_kv);
   return grpc::Status::OK;
 }
 
 grpc::Status FedRagOwnerService::OwnerAttend(
     grpc::ServerContext* context,
-    grpc::ServerReaderWriter<v1::OwnerAttendResponse, v1::OwnerAttendRequest>* /*stream*/) {
+    grpc::ServerReaderWriter<v1::OwnerAttendResponse, v1::OwnerAttendRequest>* stream) {
   absl::StatusOr<crypto::PeerIdentity> caller =
       AuthorizeCall(*context, Server::kNode, "/silo.v1.FedRagOwnerService/OwnerAttend");
   if (!caller.ok()) return ToGrpcStatus(caller.status());
   if (corpus_ == nullptr) return NoCorpus();
-  return Error(grpc::StatusCode::UNIMPLEMENTED,
-               "protect_mode OWNER is not implemented yet; use SKIP");
+  std::shared_ptr<const OwnerKv> kv;  // of the bound session
+  std::string bound_id;
+  // The session (and its plain KV) ends with the stream that bound it, however the stream ends.
+  struct EndSession {
+    FedRagOwnerService* service;
+    const std::string& id;
+    ~EndSession() {
+      if (id.empty()) return;
+      const std::lock_guard<std::mutex> lock(service->mutex_);
+      const auto it = service->sessions_.find(id);
+      if (it != service->sessions_.end()) service->EraseSession(it);
+    }
+  } end_session{.service = this, .id = bound_id};
+  std::unique_ptr<attention::AttentionBackend> backend;
+  std::optional<std::pair<uint32_t, uint32_t>> last;  // (step, layer) of the last message
+  const float scale = 1.0f / std::sqrt(static_cast<float>(model_.head_dim()));
+  v1::OwnerAttendRequest request;
+  while (stream->Read(&request)) {
+    const std::string& id = request.session().value();
+    if (kv == nullptr) {
+      {
+        const std::lock_guard<std::mutex> lock(mutex_);
+        Session* session = nullptr;
+        if (grpc::Status found = FindSession(id, *caller, &session); !found.ok()) return found;
+        if (session->state != State::kPrepared || session->owner_kv == nullptr) {
+          return Error(grpc::StatusCode::FAILED_PRECONDITION,
+                       "the session was not prepared with protect_mode OWNER");
+        }
+        if (session->attending) {
+          return Error(grpc::StatusCode::FAILED_PRECONDITION, "the session has a stream");
+        }
+        session->attending = true;
+        kv = session->owner_kv;
+        bound_id = id;
+      }
+      absl::StatusOr<std::unique_ptr<attention::AttentionBackend>> cpu =
+          attention::CreateBackend(attention::BackendKind::kCpu);
+      if (!cpu.ok()) return ToGrpcStatus(cpu.status());
+      backend = *std::move(cpu);
+    } else if (!id.empty() && id != bound_id) {
+      return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                   "every message of a stream names the same session");
+    }
+    if (request.layer() >= static_cast<uint32_t>(kv->n_layers)) {
+      return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                   StrCat("layer ", request.layer(), " is not protected in this session"));
+    }
+    const std::pair<uint32_t, uint32_t> at{request.step(), request.layer()};
+    if (last.has_value() && at <= *last) {
+      return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                   "(step, layer) must increase from message to message");
+    }
+    last = at;
+    if (request.queries_size() != kv->n_kv_heads) {
+      return Error(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          StrCat("one query per KV head (", kv->n_kv_heads, "), not ", request.queries_size()));
+    }
+    v1::OwnerAttendResponse response;
+    response.set_step(request.step());
+    response.set_layer(request.layer());
+    for (int32_t kv_head = 0; kv_head < kv->n_kv_heads; ++kv_head) {
+      const v1::HeadQuery& query = request.queries(kv_head);
+      if (query.kv_head() != static_cast<uint32_t>(kv_head) || query.owner_index() != 0 ||
+          query.key_index() != 0) {
+        return Error(grpc::StatusCode::INVALID_ARGUMENT,
+                     "query i is of KV head i, with owner_index and key_index 0");
+      }
+      int64_t n_rows = 0;
+      absl::StatusOr<std::vector<uint8_t>> q = internal::DecodeRows(
+          query.q(), v1::DTYPE_F32, -1, internal::kMaxQueryRows, kv->head_dim, "q", &n_rows);
+      if (!q.ok()) return ToGrpcStatus(q.status());
+      // [n_rows, head_dim] of (layer, kv_head) in OwnerKv's layout.
+      const size_t offset = static_cast<size_t>(request.layer() * kv->n_kv_heads + kv_head) *
+                            static_cast<size_t>(kv->n_rows) * static_cast<size_t>(kv->head_dim);
+      v1::AttentionPartial& partial = *response.add_partials();
+      partial.set_kv_head(static_cast<uint32_t>(kv_head));
+      if (absl::Status attended = internal::AttendRows(
+              *backend, reinterpret_cast<const float*>(q->data()), n_rows, kv->k.data() + offset,
+              kv->v.data() + offset, attention::KvDType::kF32, kv->n_rows, kv->head_dim, scale,
+              partial);
+          !attended.ok()) {
+        return ToGrpcStatus(attended);
+      }
+    }
+    if (!stream->Write(response)) break;
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace silo::node

@@ -64,6 +64,19 @@ absl::StatusOr<std::vector<float>> DecodeF32(const v1::Tensor& tensor, std::vect
 
 }  // namespace
 
+absl::StatusOr<PlainPartial> DecodePartial(const v1::AttentionPartial& partial, int32_t head_dim) {
+  if (partial.m().shape_size() != 1) {
+    return absl::InvalidArgumentError("the partial's m is malformed");
+  }
+  const int64_t n_rows = partial.m().shape(0);
+  if (n_rows < 1) return absl::InvalidArgumentError("the partial has no rows");
+  PlainPartial plain;
+  SILO_ASSIGN_OR_RETURN(plain.m, DecodeF32(partial.m(), {n_rows}, "m"));
+  SILO_ASSIGN_OR_RETURN(plain.l, DecodeF32(partial.l(), {n_rows}, "l"));
+  SILO_ASSIGN_OR_RETURN(plain.o, DecodeF32(partial.o(), {n_rows, head_dim}, "o"));
+  return plain;
+}
+
 absl::StatusOr<FedRagScramblerOptions> ScramblerOptionsOf(const v1::PrivacySettings& privacy,
                                                           std::string session_id, int32_t head_dim,
                                                           std::vector<int32_t> chunk_rows) {
@@ -263,19 +276,11 @@ absl::StatusOr<std::vector<int32_t>> FedRagScrambler::RowOrder(uint32_t layer, u
 
 absl::StatusOr<PlainPartial> FedRagScrambler::Unscramble(
     uint32_t layer, uint32_t kv_head, const v1::AttentionPartial& partial) const {
-  if (partial.m().shape_size() != 1) {
-    return absl::InvalidArgumentError("the partial's m is malformed");
-  }
-  const int64_t n_rows = partial.m().shape(0);
-  if (n_rows < 1) return absl::InvalidArgumentError("the partial has no rows");
-  PlainPartial plain;
-  SILO_ASSIGN_OR_RETURN(plain.m, DecodeF32(partial.m(), {n_rows}, "m"));
-  SILO_ASSIGN_OR_RETURN(plain.l, DecodeF32(partial.l(), {n_rows}, "l"));
-  SILO_ASSIGN_OR_RETURN(const std::vector<float> mixed,
-                        DecodeF32(partial.o(), {n_rows, padded_dim_}, "o"));
+  SILO_ASSIGN_OR_RETURN(PlainPartial plain, DecodePartial(partial, padded_dim_));
   SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
                         ScramblersOf(layer, kv_head, static_cast<int32_t>(partial.key_index())));
-  SILO_ASSIGN_OR_RETURN(plain.o, Apply(keys->output, mixed, n_rows));
+  SILO_ASSIGN_OR_RETURN(plain.o,
+                        Apply(keys->output, plain.o, static_cast<int64_t>(plain.m.size())));
   return plain;
 }
 

@@ -53,6 +53,10 @@ struct PlainPartial {
   std::vector<float> m, l, o;
 };
 
+// The F32 tensors of a partial on the wire, o of `head_dim` columns, as they are (a plain partial
+// from an owner; the compute node's still need Unscramble). InvalidArgument for a malformed one.
+absl::StatusOr<PlainPartial> DecodePartial(const v1::AttentionPartial& partial, int32_t head_dim);
+
 class FedRagScrambler {
  public:
   // InvalidArgument for a session id that is not 16 bytes, a head_dim outside [1, 512] or a bad

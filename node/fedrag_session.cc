@@ -10,6 +10,7 @@
 #include "common/strings.h"
 #include "crypto/mtls.h"
 #include "node/grpc_status.h"
+#include "node/internal/attention_rows.h"
 
 namespace silo::node {
 namespace {
@@ -51,6 +52,8 @@ FedRagSession::FedRagSession(FedRagSessionOptions options, const engine::ModelCo
       head_dim_(config.head_dim),
       first_layer_(static_cast<int32_t>(options_.placement.privacy().protect_layers())),
       n_layers_(config.n_layers),
+      owners_attend_(first_layer_ > 0 &&
+                     options_.placement.privacy().protect_mode() == v1::PROTECT_MODE_OWNER),
       compute_channel_(peers.Get(options_.placement.compute().address())) {}
 
 absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
@@ -65,8 +68,9 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
     return absl::InvalidArgumentError("the placement names no compute node");
   }
   if (requested.privacy().protect_layers() > 0 &&
-      requested.privacy().protect_mode() != v1::PROTECT_MODE_SKIP) {
-    return absl::UnimplementedError("only protect_mode SKIP is implemented for protected layers");
+      requested.privacy().protect_mode() != v1::PROTECT_MODE_SKIP &&
+      requested.privacy().protect_mode() != v1::PROTECT_MODE_OWNER) {
+    return absl::InvalidArgumentError("protect_mode must be resolved (SKIP or OWNER)");
   }
   if (requested.privacy().protect_layers() > static_cast<uint32_t>(config.n_layers)) {
     return absl::InvalidArgumentError("protect_layers exceeds the model's layers");
@@ -131,7 +135,8 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
     return absl::OkStatus();
   }));
   for (size_t i = 0; i < o.owners.size(); ++i) {
-    session->owners_.push_back(Owner{std::move(*scramblers[i])});
+    session->owners_.push_back(Owner{
+        .scrambler = std::move(*scramblers[i]), .attend_context = nullptr, .attend = nullptr});
     stats.bytes_sent += sent[i];
     stats.bytes_received += received[i];
   }
@@ -200,10 +205,19 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
   }
   stats.upload_bytes = std::accumulate(uploaded.begin(), uploaded.end(), int64_t{0});
 
-  // 5. The stream every step's exchanges go over.
+  // 5. The streams every step's exchanges go over.
   session->attend_context_ = std::make_unique<grpc::ClientContext>();
   session->attend_context_->set_deadline(ChronoDeadline(o.deadline));
   session->attend_ = compute->Attend(session->attend_context_.get());
+  if (session->owners_attend_) {
+    for (size_t i = 0; i < o.owners.size(); ++i) {
+      Owner& owner = session->owners_[i];
+      owner.attend_context = std::make_unique<grpc::ClientContext>();
+      owner.attend_context->set_deadline(ChronoDeadline(o.deadline));
+      owner.attend = v1::FedRagOwnerService::NewStub(peers.Get(o.owners[i].owner.address()))
+                         ->OwnerAttend(owner.attend_context.get());
+    }
+  }
   SILO_ASSIGN_OR_RETURN(const crypto::SecretBytes seed, crypto::SecretBytes::Random(8));
   uint64_t seed_value = 0;
   std::memcpy(&seed_value, seed.span().data(), sizeof(seed_value));
@@ -215,11 +229,15 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
 FedRagSession::~FedRagSession() { Close().IgnoreError(); }
 
 absl::Status FedRagSession::AddPartials(int32_t layer, std::span<const float> q,
-                                        std::span<const int32_t> positions,
+                                        std::span<const int32_t> /*positions*/,
                                         engine::AttentionPartials& partials) {
-  if (layer < first_layer_) return absl::OkStatus();  // protect_mode SKIP: not attended here
-  if (!failure_.ok()) return absl::OkStatus();        // continuing without the remote chunks
-  absl::Status exchanged = Exchange(layer, q, positions, partials);
+  if (layer <= last_layer_) ++step_;  // the first layer of the next forward step
+  last_layer_ = layer;
+  const bool protect = layer < first_layer_;
+  if (protect && !owners_attend_) return absl::OkStatus();  // protect_mode SKIP: not attended
+  if (!failure_.ok()) return absl::OkStatus();              // continuing without the remote chunks
+  absl::Status exchanged =
+      protect ? OwnerExchange(layer, q, partials) : Exchange(layer, q, partials);
   if (exchanged.ok() || !options_.continue_on_failure) return exchanged;
   failure_ = std::move(exchanged);
   partials = engine::AttentionPartials();
@@ -227,47 +245,80 @@ absl::Status FedRagSession::AddPartials(int32_t layer, std::span<const float> q,
   return absl::OkStatus();
 }
 
+FedRagSession::HeadRows FedRagSession::GatherHeadRows(std::span<const float> q, int32_t kv_head) {
+  const int32_t group = n_heads_ / n_kv_heads_;
+  const size_t d = static_cast<size_t>(head_dim_);
+  const int64_t n_tokens = static_cast<int64_t>(q.size()) / (int64_t{n_heads_} * head_dim_);
+  const int64_t n_rows = n_tokens * group;
+  HeadRows head;
+  head.order.resize(static_cast<size_t>(n_rows));
+  std::iota(head.order.begin(), head.order.end(), 0);
+  std::shuffle(head.order.begin(), head.order.end(), row_shuffle_);
+  head.rows.resize(static_cast<size_t>(n_rows) * d);
+  for (int64_t i = 0; i < n_rows; ++i) {
+    const int64_t plain = head.order[static_cast<size_t>(i)];
+    const int64_t token = plain / group;
+    const int64_t h = int64_t{kv_head} * group + plain % group;
+    std::memcpy(&head.rows[static_cast<size_t>(i) * d],
+                &q[static_cast<size_t>((token * n_heads_ + h) * head_dim_)], d * 4);
+  }
+  return head;
+}
+
+void FedRagSession::ResetPartials(int32_t n_parts, int64_t n_tokens,
+                                  engine::AttentionPartials& partials) const {
+  const size_t heads_rows = static_cast<size_t>(n_tokens) * static_cast<size_t>(n_heads_);
+  partials.n_parts = n_parts;
+  partials.o.assign(static_cast<size_t>(n_parts) * heads_rows * static_cast<size_t>(head_dim_),
+                    0.0f);
+  partials.m.assign(static_cast<size_t>(n_parts) * heads_rows, 0.0f);
+  partials.l.assign(static_cast<size_t>(n_parts) * heads_rows, 0.0f);
+}
+
+absl::Status FedRagSession::ScatterHeadRows(const PlainPartial& plain, const HeadRows& head,
+                                            int32_t kv_head, size_t part, int64_t n_tokens,
+                                            engine::AttentionPartials& partials) const {
+  if (plain.m.size() != head.order.size()) {
+    return absl::InternalError("a partial came back with another number of rows");
+  }
+  const int32_t group = n_heads_ / n_kv_heads_;
+  const size_t d = static_cast<size_t>(head_dim_);
+  const size_t heads_rows = static_cast<size_t>(n_tokens) * static_cast<size_t>(n_heads_);
+  for (size_t i = 0; i < head.order.size(); ++i) {
+    const int64_t plain_row = head.order[i];
+    const int64_t token = plain_row / group;
+    const int64_t h = int64_t{kv_head} * group + plain_row % group;
+    const size_t at = part * heads_rows + static_cast<size_t>(token * n_heads_ + h);
+    partials.m[at] = plain.m[i];
+    partials.l[at] = plain.l[i];
+    std::memcpy(&partials.o[at * d], &plain.o[i * d], d * 4);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status FedRagSession::Exchange(int32_t layer, std::span<const float> q,
-                                     std::span<const int32_t> /*positions*/,
                                      engine::AttentionPartials& partials) {
   if (closed_ || attend_ == nullptr) {
     return absl::FailedPreconditionError("the FedRAG session is closed");
   }
   const absl::Time start = absl::Now();
-  if (layer <= last_layer_) ++step_;
-  last_layer_ = layer;
-  const int32_t group = n_heads_ / n_kv_heads_;
-  const size_t d = static_cast<size_t>(head_dim_);
   const int64_t n_tokens = static_cast<int64_t>(q.size()) / (int64_t{n_heads_} * head_dim_);
-  const int64_t n_rows = n_tokens * group;  // query rows per KV head
 
-  // One permutation of the rows per KV head; rows [token, head in group] in plain order.
-  std::vector<std::vector<int32_t>> orders(static_cast<size_t>(n_kv_heads_));
+  std::vector<HeadRows> heads;
+  heads.reserve(static_cast<size_t>(n_kv_heads_));
   v1::AttendRequest request;
   *request.mutable_session() = options_.placement.session();
   request.set_step(step_);
   request.set_layer(static_cast<uint32_t>(layer));
-  std::vector<float> rows(static_cast<size_t>(n_rows) * d);
   for (int32_t kv_head = 0; kv_head < n_kv_heads_; ++kv_head) {
-    std::vector<int32_t>& order = orders[static_cast<size_t>(kv_head)];
-    order.resize(static_cast<size_t>(n_rows));
-    std::iota(order.begin(), order.end(), 0);
-    std::shuffle(order.begin(), order.end(), row_shuffle_);
-    // Scrambled row i carries plain row order[i].
-    for (int64_t i = 0; i < n_rows; ++i) {
-      const int64_t plain = order[static_cast<size_t>(i)];
-      const int64_t token = plain / group;
-      const int64_t head = int64_t{kv_head} * group + plain % group;
-      std::memcpy(&rows[static_cast<size_t>(i) * d],
-                  &q[static_cast<size_t>((token * n_heads_ + head) * head_dim_)], d * 4);
-    }
+    const HeadRows& head = heads.emplace_back(GatherHeadRows(q, kv_head));
     for (size_t o = 0; o < owners_.size(); ++o) {
       const FedRagScrambler& scrambler = owners_[o].scrambler;
       for (const attention::KeyBlock& block : scrambler.blocks()) {
         SILO_ASSIGN_OR_RETURN(
             *request.add_queries(),
             scrambler.ScrambleQuery(static_cast<uint32_t>(o), static_cast<uint32_t>(layer),
-                                    static_cast<uint32_t>(kv_head), block.key_index, rows));
+                                    static_cast<uint32_t>(kv_head), block.key_index, head.rows));
       }
     }
   }
@@ -298,11 +349,7 @@ absl::Status FedRagSession::Exchange(int32_t layer, std::span<const float> q,
     first_part[o] = n_parts;
     n_parts += static_cast<int32_t>(owners_[o].scrambler.blocks().size());
   }
-  const size_t heads_rows = static_cast<size_t>(n_tokens) * static_cast<size_t>(n_heads_);
-  partials.n_parts = n_parts;
-  partials.o.assign(static_cast<size_t>(n_parts) * heads_rows * d, 0.0f);
-  partials.m.assign(static_cast<size_t>(n_parts) * heads_rows, 0.0f);
-  partials.l.assign(static_cast<size_t>(n_parts) * heads_rows, 0.0f);
+  ResetPartials(n_parts, n_tokens, partials);
   for (const v1::AttentionPartial& answer : response.partials()) {
     const size_t o = answer.owner_index();
     const int32_t kv_head = static_cast<int32_t>(answer.kv_head());
@@ -313,23 +360,86 @@ absl::Status FedRagSession::Exchange(int32_t layer, std::span<const float> q,
     SILO_ASSIGN_OR_RETURN(const PlainPartial plain,
                           owners_[o].scrambler.Unscramble(static_cast<uint32_t>(layer),
                                                           static_cast<uint32_t>(kv_head), answer));
-    if (plain.m.size() != static_cast<size_t>(n_rows)) {
-      return absl::InternalError("the compute node answered with another number of rows");
-    }
-    const size_t part = static_cast<size_t>(first_part[o]) + answer.key_index();
-    const std::vector<int32_t>& order = orders[static_cast<size_t>(kv_head)];
-    for (int64_t i = 0; i < n_rows; ++i) {
-      const int64_t plain_row = order[static_cast<size_t>(i)];
-      const int64_t token = plain_row / group;
-      const int64_t head = int64_t{kv_head} * group + plain_row % group;
-      const size_t at = part * heads_rows + static_cast<size_t>(token * n_heads_ + head);
-      partials.m[at] = plain.m[static_cast<size_t>(i)];
-      partials.l[at] = plain.l[static_cast<size_t>(i)];
-      std::memcpy(&partials.o[at * d], &plain.o[static_cast<size_t>(i) * d], d * 4);
-    }
+    SILO_RETURN_IF_ERROR(ScatterHeadRows(plain, heads[static_cast<size_t>(kv_head)], kv_head,
+                                         static_cast<size_t>(first_part[o]) + answer.key_index(),
+                                         n_tokens, partials));
   }
   ++stats_.n_exchanges;
   stats_.exchange_ns += absl::ToInt64Nanoseconds(absl::Now() - start);
+  return absl::OkStatus();
+}
+
+absl::Status FedRagSession::OwnerExchange(int32_t layer, std::span<const float> q,
+                                          engine::AttentionPartials& partials) {
+  if (closed_) return absl::FailedPreconditionError("the FedRAG session is closed");
+  const absl::Time start = absl::Now();
+  const int64_t n_tokens = static_cast<int64_t>(q.size()) / (int64_t{n_heads_} * head_dim_);
+
+  // The same plain rows for every owner: each sees them in full anyway.
+  std::vector<HeadRows> heads;
+  heads.reserve(static_cast<size_t>(n_kv_heads_));
+  v1::OwnerAttendRequest request;
+  *request.mutable_session() = options_.placement.session();
+  request.set_step(step_);
+  request.set_layer(static_cast<uint32_t>(layer));
+  for (int32_t kv_head = 0; kv_head < n_kv_heads_; ++kv_head) {
+    const HeadRows& head = heads.emplace_back(GatherHeadRows(q, kv_head));
+    v1::HeadQuery& query = *request.add_queries();
+    query.set_kv_head(static_cast<uint32_t>(kv_head));
+    *query.mutable_q() = internal::F32Tensor(
+        head.rows, {static_cast<int64_t>(head.order.size()), int64_t{head_dim_}});
+  }
+  // Once an exchange fails, answers may be left unread: cancel every stream, so that Close does
+  // not wait for them, and so that each owner drops its session.
+  const auto fail = [this](absl::Status status) {
+    closed_ = true;
+    for (Owner& owner : owners_) {
+      if (owner.attend_context != nullptr) owner.attend_context->TryCancel();
+    }
+    return status;
+  };
+  // Every owner computes at once: all requests go out before the first answer is read.
+  for (size_t o = 0; o < owners_.size(); ++o) {
+    if (owners_[o].attend == nullptr || !owners_[o].attend->Write(request)) {
+      return fail(absl::UnavailableError(
+          StrCat("owner ", options_.owners[o].owner.node_id(), ": the OwnerAttend stream broke")));
+    }
+    stats_.bytes_sent += static_cast<int64_t>(request.ByteSizeLong());
+  }
+  ResetPartials(static_cast<int32_t>(owners_.size()), n_tokens, partials);
+  for (size_t o = 0; o < owners_.size(); ++o) {
+    Owner& owner = owners_[o];
+    const std::string& owner_id = options_.owners[o].owner.node_id();
+    v1::OwnerAttendResponse response;
+    if (!owner.attend->Read(&response)) {
+      const grpc::Status status = owner.attend->Finish();
+      owner.attend.reset();
+      return fail(PeerError(
+          status.ok() ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "stream ended") : status,
+          "OwnerAttend", owner_id));
+    }
+    stats_.bytes_received += static_cast<int64_t>(response.ByteSizeLong());
+    if (response.step() != step_ || response.layer() != static_cast<uint32_t>(layer) ||
+        response.partials_size() != n_kv_heads_) {
+      return fail(absl::InternalError(StrCat("owner ", owner_id, " answered another exchange")));
+    }
+    for (int32_t kv_head = 0; kv_head < n_kv_heads_; ++kv_head) {
+      const v1::AttentionPartial& answer = response.partials(kv_head);
+      if (answer.kv_head() != static_cast<uint32_t>(kv_head)) {
+        return fail(
+            absl::InternalError(StrCat("owner ", owner_id, " answered for another KV head")));
+      }
+      absl::StatusOr<PlainPartial> plain = DecodePartial(answer, head_dim_);
+      if (!plain.ok()) return fail(plain.status());
+      if (absl::Status scattered = ScatterHeadRows(*plain, heads[static_cast<size_t>(kv_head)],
+                                                   kv_head, o, n_tokens, partials);
+          !scattered.ok()) {
+        return fail(std::move(scattered));
+      }
+    }
+  }
+  ++stats_.n_owner_exchanges;
+  stats_.owner_exchange_ns += absl::ToInt64Nanoseconds(absl::Now() - start);
   return absl::OkStatus();
 }
 
@@ -343,6 +453,14 @@ absl::Status FedRagSession::Close() {
     attend_.reset();
   }
   attend_context_.reset();
+  for (Owner& owner : owners_) {
+    if (owner.attend != nullptr) {
+      owner.attend->WritesDone();
+      owner.attend->Finish().IgnoreError();  // the owner's session ends with the stream
+      owner.attend.reset();
+    }
+    owner.attend_context.reset();
+  }
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::CloseSessionRequest request;

@@ -6,15 +6,20 @@
 //   2. SelectChunks: each owner learns where its chunks sit in the virtual context.
 //   3. OpenSession on the compute node with the layout (rows per key of every owner); the
 //      compute node's certificate must name the placed compute node.
-//   4. PrepareSession: each owner rotates, scrambles and uploads its K'/V' to the compute node.
-//   5. One long-lived Attend stream to the compute node.
+//   4. PrepareSession: each owner rotates, scrambles and uploads its K'/V' to the compute node
+//      (protect_mode OWNER: of the delegated layers; it keeps the plain KV of the others).
+//   5. One long-lived Attend stream to the compute node, and (protect_mode OWNER) one
+//      OwnerAttend stream to each owner.
 // Then at every delegated layer of every forward step, AddPartials scrambles the query rows of
 // every (owner, KV head, key) with that owner's Φ^{-T} (rows permuted afresh), sends them in one
 // AttendRequest, and unscrambles the answers into plain partials for the engine to merge with
-// its own. Layers below protect_layers (protect_mode SKIP) get no partials: chunks are not
-// attended there. Close ends the session on the compute node (its TTL does it otherwise). If an
-// exchange fails after setup, the step fails, or (continue_on_failure) the remote chunks are left
-// out from then on and failure() says why.
+// its own. Layers below protect_layers are not delegated: with protect_mode SKIP they get no
+// partials (chunks are not attended there); with OWNER the plain query rows (permuted afresh)
+// go to every owner at once, and each owner's partial over its own chunks comes back, so the
+// result stays exact but each owner sees those query rows. Close ends the streams and the
+// session on the compute node (its TTL does it otherwise). If an exchange fails after setup,
+// the step fails, or (continue_on_failure) the remote chunks are left out from then on and
+// failure() says why.
 //
 // Thread-safety: one thread drives a session (the forward pass); Open runs owners in parallel.
 #ifndef SILO_NODE_FEDRAG_SESSION_H_
@@ -65,6 +70,9 @@ struct FedRagSessionStats {
   int64_t bytes_received = 0;  // by the querier: key exchange, partials
   int64_t n_exchanges = 0;     // Attend round trips
   int64_t exchange_ns = 0;     // spent in them (scrambling included)
+  int64_t n_owner_exchanges =
+      0;  // protect_mode OWNER: OwnerAttend round trips (all owners at once)
+  int64_t owner_exchange_ns = 0;  // spent in them
 };
 
 class FedRagSession final : public engine::AttentionHook {
@@ -83,7 +91,7 @@ class FedRagSession final : public engine::AttentionHook {
                            std::span<const int32_t> positions,
                            engine::AttentionPartials& partials) override;
 
-  // Ends the Attend stream and drops the session on the compute node.
+  // Ends the Attend and OwnerAttend streams and drops the session on the compute node.
   absl::Status Close();
 
   // OK, or why the remote chunks were left out (continue_on_failure).
@@ -94,16 +102,38 @@ class FedRagSession final : public engine::AttentionHook {
  private:
   struct Owner {
     FedRagScrambler scrambler;
+    // protect_mode OWNER: the stream of the protected layers.
+    std::unique_ptr<grpc::ClientContext> attend_context;
+    std::unique_ptr<grpc::ClientReaderWriter<v1::OwnerAttendRequest, v1::OwnerAttendResponse>>
+        attend;
+  };
+  // One KV head's query rows in a fresh random order: rows [n_rows, head_dim] f32, row i being
+  // plain row order[i] = (token order[i] / group, head kv_head · group + order[i] % group).
+  struct HeadRows {
+    std::vector<int32_t> order;
+    std::vector<float> rows;
   };
 
   FedRagSession(FedRagSessionOptions options, const engine::ModelConfig& config,
                 PeerChannels& peers);
   // One layer's round trip with the compute node.
-  absl::Status Exchange(int32_t layer, std::span<const float> q, std::span<const int32_t> positions,
+  absl::Status Exchange(int32_t layer, std::span<const float> q,
                         engine::AttentionPartials& partials);
+  // One protected layer's round trip with every owner (protect_mode OWNER).
+  absl::Status OwnerExchange(int32_t layer, std::span<const float> q,
+                             engine::AttentionPartials& partials);
+  // q: [n_tokens, n_heads, head_dim].
+  HeadRows GatherHeadRows(std::span<const float> q, int32_t kv_head);
+  // partials sized for n_parts partials of n_tokens tokens, zeroed.
+  void ResetPartials(int32_t n_parts, int64_t n_tokens, engine::AttentionPartials& partials) const;
+  // Writes `plain`, the partial of `head`'s rows, into part `part` of `partials`.
+  absl::Status ScatterHeadRows(const PlainPartial& plain, const HeadRows& head, int32_t kv_head,
+                               size_t part, int64_t n_tokens,
+                               engine::AttentionPartials& partials) const;
 
   FedRagSessionOptions options_;
   int32_t n_heads_, n_kv_heads_, head_dim_, first_layer_, n_layers_;
+  bool owners_attend_;  // protect_mode OWNER with protect_layers > 0
   std::shared_ptr<grpc::Channel> compute_channel_;
   std::vector<Owner> owners_;
   std::unique_ptr<grpc::ClientContext> attend_context_;

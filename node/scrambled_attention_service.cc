@@ -2,7 +2,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cstring>
 #include <optional>
 #include <set>
 #include <vector>
@@ -11,6 +10,7 @@
 #include "common/strings.h"
 #include "crypto/certificate.h"
 #include "node/grpc_status.h"
+#include "node/internal/attention_rows.h"
 #include "node/rpc_roles.h"
 
 namespace silo::node {
@@ -22,92 +22,9 @@ constexpr uint32_t kMaxKvHeads = 256;
 constexpr uint32_t kMaxOwners = 64;
 constexpr int kMaxKeysPerOwner = 4096;
 constexpr uint32_t kMaxKeyRows = 65536;
-constexpr int64_t kMaxQueryRows = 4096;
 
 grpc::Status Invalid(const std::string& message) {
   return {grpc::StatusCode::INVALID_ARGUMENT, message};
-}
-
-// Element size of the K′/V′ dtypes a session may use; 0 for the others.
-size_t KvElementBytes(v1::DType dtype) {
-  switch (dtype) {
-    case v1::DTYPE_F32:
-      return 4;
-    case v1::DTYPE_F16:
-    case v1::DTYPE_BF16:
-      return 2;
-    case v1::DTYPE_I8:
-      return 1;
-    default:
-      return 0;
-  }
-}
-
-bool IsFinite16(uint16_t bits, v1::DType dtype) {
-  const uint16_t exponent = dtype == v1::DTYPE_F16 ? 0x7c00 : 0x7f80;
-  return (bits & exponent) != exponent;
-}
-
-// The rows of a [rows, head_dim] tensor of `dtype`, checked (shape, size, finite values,
-// row_scales only with I8), as stored: F32 for F32 and I8 (dequantized), else the 2-byte
-// elements as they came. `rows` < 0 accepts any count in 1..max_rows.
-absl::StatusOr<std::vector<uint8_t>> DecodeRows(const v1::Tensor& tensor, v1::DType dtype,
-                                                int64_t rows, int64_t max_rows, int head_dim,
-                                                std::string_view what, int64_t* rows_out) {
-  if (tensor.dtype() != dtype) {
-    return absl::InvalidArgumentError(StrCat(what, ": dtype ", v1::DType_Name(tensor.dtype()),
-                                             ", not the session's ", v1::DType_Name(dtype)));
-  }
-  if (tensor.shape_size() != 2 || tensor.shape(1) != head_dim ||
-      (rows >= 0 ? tensor.shape(0) != rows : (tensor.shape(0) < 1 || tensor.shape(0) > max_rows))) {
-    return absl::InvalidArgumentError(StrCat(what, ": shape must be [",
-                                             rows >= 0 ? StrCat(rows) : StrCat("1..", max_rows),
-                                             ", ", head_dim, "]"));
-  }
-  const int64_t n = tensor.shape(0);
-  const size_t elements = static_cast<size_t>(n) * static_cast<size_t>(head_dim);
-  const size_t element_bytes = KvElementBytes(dtype);
-  if (tensor.data().size() != elements * element_bytes) {
-    return absl::InvalidArgumentError(
-        StrCat(what, ": ", tensor.data().size(), " bytes of data for ", elements, " elements"));
-  }
-  if ((dtype == v1::DTYPE_I8) != (tensor.row_scales_size() > 0) ||
-      (dtype == v1::DTYPE_I8 && tensor.row_scales_size() != n)) {
-    return absl::InvalidArgumentError(StrCat(what, ": row_scales: one per row with I8 only"));
-  }
-  if (rows_out != nullptr) *rows_out = n;
-  const auto* data = reinterpret_cast<const uint8_t*>(tensor.data().data());
-  if (dtype == v1::DTYPE_F16 || dtype == v1::DTYPE_BF16) {
-    for (size_t i = 0; i < elements; ++i) {
-      const uint16_t bits = static_cast<uint16_t>(data[2 * i] | (data[2 * i + 1] << 8));
-      if (!IsFinite16(bits, dtype)) return absl::InvalidArgumentError(StrCat(what, ": NaN or Inf"));
-    }
-    return std::vector<uint8_t>(data, data + tensor.data().size());
-  }
-  std::vector<float> values(elements);
-  if (dtype == v1::DTYPE_F32) {
-    std::memcpy(values.data(), data, tensor.data().size());
-  } else {  // I8: value × its row's scale
-    for (size_t i = 0; i < elements; ++i) {
-      values[i] = static_cast<float>(static_cast<int8_t>(data[i])) *
-                  tensor.row_scales(static_cast<int>(i / static_cast<size_t>(head_dim)));
-    }
-  }
-  for (const float value : values) {
-    if (!std::isfinite(value)) return absl::InvalidArgumentError(StrCat(what, ": NaN or Inf"));
-  }
-  std::vector<uint8_t> bytes(values.size() * sizeof(float));
-  std::memcpy(bytes.data(), values.data(), bytes.size());
-  return bytes;
-}
-
-v1::Tensor F32Tensor(const std::vector<float>& values, const std::vector<int64_t>& shape) {
-  v1::Tensor tensor;
-  tensor.set_dtype(v1::DTYPE_F32);
-  for (const int64_t d : shape) tensor.add_shape(d);
-  tensor.set_data(
-      std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(float)));
-  return tensor;
 }
 
 }  // namespace
@@ -219,7 +136,7 @@ grpc::Status ScrambledAttentionService::OpenSession(grpc::ServerContext* context
   }
   const uint32_t head_dim = request->head_dim();
   if (head_dim < 1 || head_dim > 512) return Invalid("head_dim must be in [1, 512]");
-  const size_t wire_bytes = KvElementBytes(request->kv_dtype());
+  const size_t wire_bytes = internal::KvElementBytes(request->kv_dtype());
   if (wire_bytes == 0) return Invalid("kv_dtype must be F32, F16, BF16 or I8");
   if (request->owners_size() < 1 || request->owners_size() > static_cast<int>(kMaxOwners)) {
     return Invalid(StrCat("a session has 1 to ", kMaxOwners, " owners"));
@@ -327,11 +244,11 @@ grpc::Status ScrambledAttentionService::UploadScrambledKv(
                             ", key ", message.key_index(), ") in this session's layout"));
     }
     const int64_t rows = session->key_rows[owner][message.key_index()];
-    absl::StatusOr<std::vector<uint8_t>> k =
-        DecodeRows(message.k(), session->wire_dtype, rows, rows, session->head_dim, "k", nullptr);
+    absl::StatusOr<std::vector<uint8_t>> k = internal::DecodeRows(
+        message.k(), session->wire_dtype, rows, rows, session->head_dim, "k", nullptr);
     if (!k.ok()) return ToGrpcStatus(k.status());
-    absl::StatusOr<std::vector<uint8_t>> v =
-        DecodeRows(message.v(), session->wire_dtype, rows, rows, session->head_dim, "v", nullptr);
+    absl::StatusOr<std::vector<uint8_t>> v = internal::DecodeRows(
+        message.v(), session->wire_dtype, rows, rows, session->head_dim, "v", nullptr);
     if (!v.ok()) return ToGrpcStatus(v.status());
     const std::lock_guard<std::mutex> lock(session->mutex);
     std::optional<Session::Block>& block = session->blocks[session->BlockIndex(
@@ -411,39 +328,23 @@ grpc::Status ScrambledAttentionService::Attend(
         return Invalid("a query names no (owner, kv_head, key) of this session");
       }
       int64_t n_rows = 0;
-      absl::StatusOr<std::vector<uint8_t>> q =
-          DecodeRows(query.q(), v1::DTYPE_F32, -1, kMaxQueryRows, session->head_dim, "q", &n_rows);
+      absl::StatusOr<std::vector<uint8_t>> q = internal::DecodeRows(
+          query.q(), v1::DTYPE_F32, -1, internal::kMaxQueryRows, session->head_dim, "q", &n_rows);
       if (!q.ok()) return ToGrpcStatus(q.status());
       const Session::Block& block = *session->blocks[session->BlockIndex(
           query.owner_index(), request.layer(), query.kv_head(), query.key_index())];
       const int64_t key_rows = session->key_rows[query.owner_index()][query.key_index()];
-      std::vector<float> o(static_cast<size_t>(n_rows) * static_cast<size_t>(session->head_dim));
-      std::vector<float> m(static_cast<size_t>(n_rows));
-      std::vector<float> l(static_cast<size_t>(n_rows));
-      attention::PartialAttentionArgs args;
-      args.q = reinterpret_cast<const float*>(q->data());
-      args.k = block.k.data();
-      args.v = block.v.data();
-      args.kv_dtype = session->stored_dtype;
-      args.n_q = static_cast<int32_t>(n_rows);  // each row its own "token" of one head
-      args.n_kv = static_cast<int32_t>(key_rows);
-      args.n_heads = 1;
-      args.n_kv_heads = 1;
-      args.head_dim = session->head_dim;
-      args.scale = session->scale;
-      args.o = o.data();
-      args.m = m.data();
-      args.l = l.data();
-      if (absl::Status status = session->backend->PartialAttention(args); !status.ok()) {
-        return ToGrpcStatus(status);
-      }
       v1::AttentionPartial& partial = *response.add_partials();
       partial.set_owner_index(query.owner_index());
       partial.set_kv_head(query.kv_head());
       partial.set_key_index(query.key_index());
-      *partial.mutable_m() = F32Tensor(m, {n_rows});
-      *partial.mutable_l() = F32Tensor(l, {n_rows});
-      *partial.mutable_o() = F32Tensor(o, {n_rows, session->head_dim});
+      if (absl::Status status =
+              internal::AttendRows(*session->backend, reinterpret_cast<const float*>(q->data()),
+                                   n_rows, block.k.data(), block.v.data(), session->stored_dtype,
+                                   key_rows, session->head_dim, session->scale, partial);
+          !status.ok()) {
+        return ToGrpcStatus(status);
+      }
     }
     session->expires_at = absl::Now() + session->ttl;
     response.set_compute_ns(std::chrono::duration_cast<std::chrono::nanoseconds>(

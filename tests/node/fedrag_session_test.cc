@@ -11,6 +11,10 @@
 //   - The owner refuses to upload to the querier or to a node that is not the named compute
 //     node, refuses handles of another session and a key exchange signed by another node, and
 //     the compute node holds no session after Close.
+//   - protect_mode OWNER: the owners attend their own chunks in the protected layers, and the
+//     logits still equal the reference; OwnerAttend refuses other callers, unknown sessions,
+//     unprotected layers and malformed queries, and the owner's session ends with its stream;
+//     a querier whose owner lost the session goes on without the remote chunks if told to.
 #include "node/fedrag_session.h"
 
 #include <algorithm>
@@ -305,12 +309,15 @@ class FedRagSessionTest : public ::testing::Test {
     return run;
   }
 
-  // A FedRAG run with these settings, compared with the plaintext reference.
-  void ExpectExact(const v1::PrivacySettings& privacy, v1::DType kv_dtype, double tolerance) {
+  // A FedRAG run with these settings, compared with the plaintext reference; `stats`
+  // (optional) receives the session's.
+  void ExpectExact(const v1::PrivacySettings& privacy, v1::DType kv_dtype, double tolerance,
+                   FedRagSessionStats* stats = nullptr) {
     const v1::Placement placement = Placement(privacy);
     ASSERT_OK_AND_ASSIGN(std::unique_ptr<FedRagSession> session, Open(placement, kv_dtype));
     const RunResult fedrag = Generate(session.get(), nullptr);
     ASSERT_OK(session->Close());
+    if (stats != nullptr) *stats = session->stats();
     ASSERT_EQ(fedrag.tokens.size(), static_cast<size_t>(kSteps + 1));
     const RunResult plain = Generate(nullptr, &fedrag.tokens);
     ASSERT_EQ(plain.logits.size(), fedrag.logits.size());
@@ -328,13 +335,15 @@ class FedRagSessionTest : public ::testing::Test {
   }
 
   absl::StatusOr<std::unique_ptr<FedRagSession>> Open(const v1::Placement& placement,
-                                                      v1::DType kv_dtype) {
+                                                      v1::DType kv_dtype,
+                                                      bool continue_on_failure = false) {
     FedRagSessionOptions options{.placement = placement,
                                  .owners = {},
                                  .model = model_,
                                  .kv_mode = v1::KV_MODE_POSITION_INDEPENDENT,
                                  .kv_dtype = kv_dtype,
-                                 .deadline = absl::Now() + absl::Minutes(2)};
+                                 .deadline = absl::Now() + absl::Minutes(2),
+                                 .continue_on_failure = continue_on_failure};
     // Handles sealed for this session, as the owners' Retrieve would have returned them.
     for (size_t o = 0; o < owners_.size(); ++o) {
       FedRagOwnerChunks& owner = options.owners.emplace_back();
@@ -392,6 +401,26 @@ TEST_F(FedRagSessionTest, LogitsEqualPlaintextKvForEveryKeyScopeAndMixerInF32) {
       SCOPED_TRACE(StrCat(v1::KeyScope_Name(scope), " ", v1::Mixer_Name(mixer)));
       ExpectExact(Privacy(scope, mixer), v1::DTYPE_F32, 1e-4);
     }
+  }
+}
+
+v1::PrivacySettings OwnerProtected(uint32_t protect_layers) {
+  v1::PrivacySettings privacy = Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS);
+  privacy.set_protect_layers(protect_layers);
+  privacy.set_protect_mode(v1::PROTECT_MODE_OWNER);
+  return privacy;
+}
+
+// protect_mode OWNER is exact, unlike SKIP: the owners' plain partials over their own chunks
+// stand in for the compute node's in the protected layers.
+TEST_F(FedRagSessionTest, OwnerModeLogitsEqualPlaintextKv) {
+  const int32_t n_layers = transformer_->model().config().n_layers;
+  for (const uint32_t protect_layers : {1u, 2u}) {
+    SCOPED_TRACE(StrCat("protect_layers ", protect_layers));
+    FedRagSessionStats stats;
+    ExpectExact(OwnerProtected(protect_layers), v1::DTYPE_F32, 1e-4, &stats);
+    EXPECT_EQ(stats.n_owner_exchanges, int64_t{protect_layers} * (kSteps + 1));
+    EXPECT_EQ(stats.n_exchanges, (n_layers - int64_t{protect_layers}) * (kSteps + 1));
   }
 }
 
@@ -650,6 +679,127 @@ TEST_F(FedRagSessionTest, OwnerRefusesForeignHandlesAndReplayedKeys) {
   }
   // The owner still serves a whole session.
   ExpectExact(Privacy(v1::KEY_SCOPE_CHUNK, v1::MIXER_SPHPS), v1::DTYPE_F32, 1e-4);
+}
+
+// One OwnerAttend message of `layer` at `step`: n_rows query rows per KV head.
+v1::OwnerAttendRequest OwnerQuery(const std::string& session_id, uint32_t step, uint32_t layer,
+                                  int32_t n_kv_heads, int32_t head_dim, int64_t n_rows = 6) {
+  v1::OwnerAttendRequest request;
+  request.mutable_session()->set_value(session_id);
+  request.set_step(step);
+  request.set_layer(layer);
+  std::vector<float> q(static_cast<size_t>(n_rows * head_dim));
+  for (size_t i = 0; i < q.size(); ++i) q[i] = std::sin(0.1f * static_cast<float>(i));
+  for (int32_t kv_head = 0; kv_head < n_kv_heads; ++kv_head) {
+    v1::HeadQuery& query = *request.add_queries();
+    query.set_kv_head(static_cast<uint32_t>(kv_head));
+    query.mutable_q()->set_dtype(v1::DTYPE_F32);
+    query.mutable_q()->add_shape(n_rows);
+    query.mutable_q()->add_shape(head_dim);
+    query.mutable_q()->set_data(std::string(reinterpret_cast<const char*>(q.data()), q.size() * 4));
+  }
+  return request;
+}
+
+// OwnerAttend serves only the session's querier, only an OWNER session's protected layers, and
+// only well-formed queries; a stream that binds a session ends it.
+TEST_F(FedRagSessionTest, OwnerAttendRefusesOtherCallersAndBadMessages) {
+  const engine::ModelConfig& config = transformer_->model().config();
+  const int32_t heads = config.n_kv_heads;
+  const int32_t d = config.head_dim;
+  // Sends `messages` to owner a as `caller`, reading the answer to each; the stream's status.
+  const auto attend = [&](const std::string& caller,
+                          const std::vector<v1::OwnerAttendRequest>& messages) {
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        silo::testing::DevChannel(certs_, caller, owners_[0].server.address);
+    EXPECT_OK(channel.status());
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    const auto stream = v1::FedRagOwnerService::NewStub(*channel)->OwnerAttend(&context);
+    for (const v1::OwnerAttendRequest& message : messages) {
+      v1::OwnerAttendResponse response;
+      if (!stream->Write(message) || !stream->Read(&response)) return stream->Finish();
+      EXPECT_EQ(response.partials_size(), heads);
+      for (const v1::AttentionPartial& partial : response.partials()) {
+        EXPECT_EQ(partial.o().shape_size(), 2);
+        EXPECT_EQ(partial.o().shape(1), d);
+        EXPECT_EQ(partial.m().shape(0), message.queries(0).q().shape(0));
+      }
+    }
+    stream->WritesDone();
+    return stream->Finish();
+  };
+
+  {
+    const v1::Placement placement = Placement(OwnerProtected(2));
+    const std::string& id = placement.session().value();
+    ASSERT_OK_AND_ASSIGN(const std::unique_ptr<FedRagSession> session,
+                         Open(placement, v1::DTYPE_F32));
+    EXPECT_EQ(attend("own-b", {OwnerQuery(id, 0, 0, heads, d)}).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_EQ(attend("querier", {OwnerQuery(std::string(16, 'u'), 0, 0, heads, d)}).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    // The querier's stream is answered in order, then takes the session with it.
+    EXPECT_TRUE(attend("querier", {OwnerQuery(id, 0, 0, heads, d), OwnerQuery(id, 0, 1, heads, d),
+                                   OwnerQuery(id, 1, 0, heads, d, 1)})
+                    .ok());
+    EXPECT_EQ(attend("querier", {OwnerQuery(id, 2, 0, heads, d)}).error_code(),
+              grpc::StatusCode::NOT_FOUND);
+    ASSERT_OK(session->Close());
+  }
+
+  // Each refused message ends its stream, and the session with it: one session each.
+  struct BadCase {
+    std::string why;  // in the status message
+    std::vector<v1::OwnerAttendRequest> messages;
+  };
+  const auto bad_cases = [&](const std::string& id) {
+    v1::OwnerAttendRequest wrong_head = OwnerQuery(id, 0, 0, heads, d);
+    wrong_head.mutable_queries(0)->set_kv_head(1);
+    v1::OwnerAttendRequest bad_width = OwnerQuery(id, 0, 0, heads, d);
+    bad_width.mutable_queries(2)->mutable_q()->set_shape(1, d + 1);
+    v1::OwnerAttendRequest bad_size = OwnerQuery(id, 0, 0, heads, d);
+    bad_size.mutable_queries(1)->mutable_q()->mutable_data()->append("1234");
+    v1::OwnerAttendRequest not_finite = OwnerQuery(id, 0, 0, heads, d);
+    const float nan = std::nanf("");
+    not_finite.mutable_queries(0)->mutable_q()->mutable_data()->replace(
+        8, 4, reinterpret_cast<const char*>(&nan), 4);
+    return std::vector<BadCase>{
+        {.why = "not protected", .messages = {OwnerQuery(id, 0, 2, heads, d)}},
+        {.why = "one query per KV head", .messages = {OwnerQuery(id, 0, 0, heads - 1, d)}},
+        {.why = "of KV head i", .messages = {wrong_head}},
+        {.why = "shape must be", .messages = {bad_width}},
+        {.why = "bytes of data", .messages = {bad_size}},
+        {.why = "NaN or Inf", .messages = {not_finite}},
+        {.why = "must increase",
+         .messages = {OwnerQuery(id, 0, 1, heads, d), OwnerQuery(id, 0, 1, heads, d)}}};
+  };
+  const size_t n_cases = bad_cases("").size();
+  for (size_t i = 0; i < n_cases; ++i) {
+    const v1::Placement placement = Placement(OwnerProtected(2));
+    const BadCase bad = bad_cases(placement.session().value())[i];
+    SCOPED_TRACE(bad.why);
+    ASSERT_OK_AND_ASSIGN(const std::unique_ptr<FedRagSession> session,
+                         Open(placement, v1::DTYPE_F32));
+    const grpc::Status refused = attend("querier", bad.messages);
+    EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(refused.error_message(), HasSubstr(bad.why));
+    EXPECT_EQ(
+        attend("querier", {OwnerQuery(placement.session().value(), 0, 0, heads, d)}).error_code(),
+        grpc::StatusCode::NOT_FOUND);
+    ASSERT_OK(session->Close());
+  }
+
+  // An owner that lost the session fails the querier's exchange; with continue_on_failure the
+  // answer goes on without the remote chunks (and Close does not wait for the other owner).
+  const v1::Placement placement = Placement(OwnerProtected(2));
+  ASSERT_OK_AND_ASSIGN(const std::unique_ptr<FedRagSession> session,
+                       Open(placement, v1::DTYPE_F32, /*continue_on_failure=*/true));
+  ASSERT_TRUE(attend("querier", {OwnerQuery(placement.session().value(), 0, 0, heads, d)}).ok());
+  EXPECT_EQ(Generate(session.get(), nullptr).tokens.size(), static_cast<size_t>(kSteps + 1));
+  EXPECT_THAT(session->failure(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("own-a")));
+  EXPECT_EQ(session->stats().n_owner_exchanges, 0);
+  EXPECT_OK(session->Close());
 }
 
 }  // namespace
