@@ -313,14 +313,17 @@ struct CoordinatorState::Impl {
           StrCat("querier '", querier.node_id(), "' registered no model shape"));
     }
     v1::PrivacySettings privacy = request.privacy();
-    if (privacy.key_scope() == v1::KEY_SCOPE_UNSPECIFIED)
-      privacy.set_key_scope(v1::KEY_SCOPE_SESSION);
-    if (privacy.mixer() == v1::MIXER_UNSPECIFIED) privacy.set_mixer(v1::MIXER_SPHPS);
+    const v1::PrivacySettings defaults = DefaultPrivacySettings();
+    if (privacy.key_scope() == v1::KEY_SCOPE_UNSPECIFIED) privacy.set_key_scope(defaults.key_scope());
+    if (privacy.mixer() == v1::MIXER_UNSPECIFIED) privacy.set_mixer(defaults.mixer());
     if (privacy.key_scope() == v1::KEY_SCOPE_BLOCK && privacy.block_rows() == 0) {
       privacy.set_block_rows(model.head_dim());
     }
+    if (!privacy.has_protect_layers()) {
+      privacy.set_protect_layers(std::min(defaults.protect_layers(), model.n_layers()));
+    }
     if (privacy.protect_layers() > 0 && privacy.protect_mode() == v1::PROTECT_MODE_UNSPECIFIED) {
-      privacy.set_protect_mode(v1::PROTECT_MODE_SKIP);
+      privacy.set_protect_mode(defaults.protect_mode());
     }
     if (!v1::KeyScope_IsValid(privacy.key_scope()) || !v1::Mixer_IsValid(privacy.mixer()) ||
         !v1::ProtectMode_IsValid(privacy.protect_mode())) {
@@ -974,6 +977,17 @@ absl::StatusOr<std::vector<v1::SessionRecord>> CoordinatorState::ListSessions(
 
 absl::Duration CoordinatorState::heartbeat_interval() const {
   return impl_->options.heartbeat_interval;
+}
+
+v1::PrivacySettings DefaultPrivacySettings() {
+  v1::PrivacySettings privacy;
+  privacy.set_key_scope(v1::KEY_SCOPE_SESSION);
+  privacy.set_mixer(v1::MIXER_SPHPS);
+  // Layer 0's exact scores give every chunk token and the query token away to anyone with the
+  // open weights (silo-eval privacy); the first layer is therefore not delegated.
+  privacy.set_protect_layers(1);
+  privacy.set_protect_mode(v1::PROTECT_MODE_SKIP);
+  return privacy;
 }
 
 }  // namespace silo::coordinator

@@ -177,6 +177,11 @@ class CoordinatorState {
   std::unique_ptr<Impl> impl_;
 };
 
+// The privacy knobs a FedRAG session gets where its query leaves them unset: the default that
+// `silo-eval privacy` chose (README, "Threat model"). block_rows is the model's head_dim when a
+// query asks for block scope without it.
+v1::PrivacySettings DefaultPrivacySettings();
+
 }  // namespace silo::coordinator
 
 #endif  // SILO_COORDINATOR_COORDINATOR_STATE_H_

@@ -185,9 +185,10 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
     return absl::InvalidArgumentError(
         StrCat("--kv-dtype must be f32, f16 or bf16, not ", options.kv_dtype));
   }
-  if (options.max_tokens < 1 || options.block_rows < 0 || options.protect_layers < 0) {
+  if (options.max_tokens < 1 || options.block_rows < 0 || options.protect_layers < -1) {
     return absl::InvalidArgumentError(
-        "--max-tokens must be positive, --block-rows and --protect-layers not negative");
+        "--max-tokens must be positive, --block-rows not negative and --protect-layers at least "
+        "0 (or -1: the federation's default)");
   }
   request.set_question(options.question);
   request.set_querier_node_id(options.querier);
@@ -220,7 +221,9 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
     return absl::InvalidArgumentError(
         StrCat("--mixer must be sphps or dense, not ", options.mixer));
   }
-  privacy.set_protect_layers(static_cast<uint32_t>(options.protect_layers));
+  if (options.protect_layers >= 0) {
+    privacy.set_protect_layers(static_cast<uint32_t>(options.protect_layers));
+  }
   if (options.protect_mode == "skip") {
     privacy.set_protect_mode(v1::PROTECT_MODE_SKIP);
   } else if (options.protect_mode == "owner") {

@@ -51,7 +51,7 @@ struct QueryCommandOptions {
   std::string key_scope;          // session | chunk | block; empty: the federation's default
   int32_t block_rows = 0;         // with key_scope block; 0: head_dim
   std::string mixer;              // sphps | dense; empty: default
-  int32_t protect_layers = 0;     // first layers that do not delegate chunk attention
+  int32_t protect_layers = -1;    // first layers that do not delegate chunk attention; -1: default
   std::string protect_mode;       // skip | owner; empty: the federation's default (skip)
   bool continue_on_compute_failure = false;  // finish without the remote chunks
 };

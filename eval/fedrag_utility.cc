@@ -3,6 +3,7 @@
 #include <cmath>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -20,6 +21,8 @@ struct Setting {
   v1::GenerationMode mode;
   v1::KvMode kv_mode;
   v1::DType kv_dtype;
+  // Layers whose chunk attention is not delegated; nullopt: the federation's default.
+  std::optional<uint32_t> protect_layers = 0;
 };
 
 }  // namespace
@@ -48,7 +51,9 @@ absl::Status RunFedRagUtility(const FedRagUtilityOptions& options, std::ostream&
        v1::DTYPE_F32},
       {"fedrag-shard f16", v1::GENERATION_MODE_FEDRAG, v1::KV_MODE_POSITION_INDEPENDENT,
        v1::DTYPE_F16},
-      {"fedrag-prefill f32", v1::GENERATION_MODE_FEDRAG, v1::KV_MODE_PREFILL, v1::DTYPE_F32}};
+      {"fedrag-prefill f32", v1::GENERATION_MODE_FEDRAG, v1::KV_MODE_PREFILL, v1::DTYPE_F32},
+      {"fedrag-default f16", v1::GENERATION_MODE_FEDRAG, v1::KV_MODE_POSITION_INDEPENDENT,
+       v1::DTYPE_F16, std::nullopt}};
   // Per setting: Σ log p and tokens over all questions; per question log-likelihoods.
   std::map<std::string, double> logprob;
   std::map<std::string, int64_t> tokens;
@@ -68,6 +73,9 @@ absl::Status RunFedRagUtility(const FedRagUtilityOptions& options, std::ostream&
       request.set_kv_dtype(setting.kv_dtype);
       request.set_owner_timeout_ms(10000);
       request.set_forced_answer(answer);
+      if (setting.protect_layers.has_value()) {
+        request.mutable_privacy()->set_protect_layers(*setting.protect_layers);
+      }
       SILO_ASSIGN_OR_RETURN(const v1::QueryDone done, federation->Query(request));
       logprob[setting.name] += done.stats().forced_answer_logprob();
       tokens[setting.name] += done.stats().n_generated_tokens();

@@ -7,6 +7,9 @@
 //                         computation of exactly the KV FedRAG attends over
 //   fedrag-shard          FedRAG over the owners' stored KV shards, rotated (f32 and f16 wire)
 //   fedrag-prefill        FedRAG with owners prefilling their chunks anew (f32 wire)
+//   fedrag-default        FedRAG with the federation's default privacy settings (the first
+//                         layer not delegated: an approximation; f16 wire)
+// (the rows above it delegate every layer, protect_layers 0),
 // and the relative difference of each FedRAG row from centralized-chunkwise (its perplexity, and
 // the mean absolute difference of the per-question log-likelihood).
 //

@@ -11,6 +11,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
+#include "coordinator/coordinator_state.h"
 #include "engine/transformer.h"
 #include "eval/faq_questions.h"
 #include "eval/privacy_plots.h"
@@ -59,27 +60,37 @@ std::vector<SettingResult> SweptSettings(bool smoke) {
   baseline("baseline plaintext", ViewKind::kPlaintext);
   baseline("baseline permutation", ViewKind::kPermutation);
   baseline("baseline orthogonal", ViewKind::kOrthogonal);
-  const std::vector<v1::KeyScope> scopes =
-      smoke ? std::vector<v1::KeyScope>{v1::KEY_SCOPE_SESSION}
-            : std::vector<v1::KeyScope>{v1::KEY_SCOPE_SESSION, v1::KEY_SCOPE_CHUNK,
-                                        v1::KEY_SCOPE_BLOCK};
-  const std::vector<v1::Mixer> mixers = smoke ? std::vector<v1::Mixer>{v1::MIXER_SPHPS}
-                                              : std::vector<v1::Mixer>{v1::MIXER_SPHPS,
-                                                                       v1::MIXER_DENSE};
-  const std::vector<uint32_t> protects = smoke ? std::vector<uint32_t>{0, 1}
-                                               : std::vector<uint32_t>{0, 1, 2, 4};
-  for (const uint32_t n : protects) {
+  const auto fedrag = [&](v1::KeyScope scope, v1::Mixer mixer, uint32_t n, v1::ProtectMode mode) {
+    const std::string protect_mode =
+        n == 0 ? "none" : mode == v1::PROTECT_MODE_SKIP ? "skip" : "owner";
+    const std::string name =
+        StrCat("fedrag ", ScopeName(scope), " ", mixer == v1::MIXER_DENSE ? "dense" : "sphps",
+               " protect ", n, n == 0 ? "" : StrCat(" ", protect_mode));
+    for (const SettingResult& known : settings) {
+      if (known.setting.name == name) return;
+    }
+    SettingResult& result = settings.emplace_back();
+    result.protect_mode = protect_mode;
+    result.setting.kind = ViewKind::kFedRag;
+    result.setting.privacy = Privacy(scope, mixer, n, mode);
+    result.setting.name = name;
+  };
+  if (smoke) {
+    const v1::PrivacySettings defaults = coordinator::DefaultPrivacySettings();
+    fedrag(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, 0, v1::PROTECT_MODE_SKIP);  // the paper's
+    fedrag(defaults.key_scope(), defaults.mixer(), defaults.protect_layers(),
+           defaults.protect_mode());
+    fedrag(defaults.key_scope(), defaults.mixer(), std::max(1u, defaults.protect_layers()),
+           v1::PROTECT_MODE_OWNER);
+    return settings;
+  }
+  for (const uint32_t n : {0u, 1u, 2u, 4u}) {
     for (const v1::ProtectMode mode : {v1::PROTECT_MODE_SKIP, v1::PROTECT_MODE_OWNER}) {
       if (n == 0 && mode == v1::PROTECT_MODE_OWNER) continue;
-      for (const v1::KeyScope scope : scopes) {
-        for (const v1::Mixer mixer : mixers) {
-          SettingResult& result = settings.emplace_back();
-          result.protect_mode = n == 0 ? "none" : mode == v1::PROTECT_MODE_SKIP ? "skip" : "owner";
-          result.setting.kind = ViewKind::kFedRag;
-          result.setting.privacy = Privacy(scope, mixer, n, mode);
-          result.setting.name = StrCat("fedrag ", ScopeName(scope), " ",
-                                       mixer == v1::MIXER_DENSE ? "dense" : "sphps", " protect ",
-                                       n, n == 0 ? "" : StrCat(" ", result.protect_mode));
+      for (const v1::KeyScope scope :
+           {v1::KEY_SCOPE_SESSION, v1::KEY_SCOPE_CHUNK, v1::KEY_SCOPE_BLOCK}) {
+        for (const v1::Mixer mixer : {v1::MIXER_SPHPS, v1::MIXER_DENSE}) {
+          fedrag(scope, mixer, n, mode);
         }
       }
     }
@@ -171,11 +182,12 @@ void ChooseDefault(PrivacyEvalResult& result) {
     if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
     double excess = 0;
     for (const AttackResult& attack : setting.attacks) {
+      if (!IsControlledByPrivacySettings(attack)) continue;
       excess = std::max(excess, Percent(attack.recovered.top1, attack.recovered.n) -
                                     Percent(attack.chance.top1, attack.chance.n));
     }
-    const double utility_cost =
-        std::abs(setting.perplexity / setting.reference_perplexity - 1.0);
+    // A lower perplexity than the reference is no cost.
+    const double utility_cost = setting.perplexity / setting.reference_perplexity - 1.0;
     if (excess <= 1.0 && utility_cost <= 0.01 &&
         (chosen == nullptr || setting.ms_per_token < best_cost)) {
       chosen = &setting;
@@ -189,8 +201,8 @@ void ChooseDefault(PrivacyEvalResult& result) {
   if (chosen != nullptr) {
     result.chosen_default = chosen->setting.name;
     result.default_reason =
-        "the cheapest setting (per-token latency) under which every attack is at most chance + 1 "
-        "point top-1 and the perplexity moves by at most 1%";
+        "the cheapest setting (per-token latency) under which every attack the knobs control is "
+        "at most chance + 1 point top-1 and the perplexity moves by at most 1%";
   } else if (fallback != nullptr) {
     result.chosen_default = fallback->setting.name;
     result.default_reason = absl::StrFormat(
@@ -202,6 +214,8 @@ void ChooseDefault(PrivacyEvalResult& result) {
     result.default_reason = "not chosen: no setting has a measured utility cost";
   }
 }
+
+void PrintTable(const PrivacyEvalResult& result, int n_questions, std::ostream& out);
 
 absl::Status WriteReports(const PrivacyEvalOptions& options, const PrivacyEvalResult& result,
                           int n_questions) {
@@ -242,7 +256,11 @@ absl::Status WriteReports(const PrivacyEvalOptions& options, const PrivacyEvalRe
     json << "]}" << (s + 1 < result.settings.size() ? "," : "") << "\n";
   }
   json << "  ]\n}\n";
-  if (!csv || !json) return absl::InternalError(StrCat("cannot write under ", options.out_dir));
+  std::ofstream markdown(fs::path(options.out_dir) / "privacy.md");
+  PrintTable(result, n_questions, markdown);
+  if (!csv || !json || !markdown) {
+    return absl::InternalError(StrCat("cannot write under ", options.out_dir));
+  }
   return WritePrivacyPlots(result, options.out_dir);
 }
 
@@ -348,6 +366,10 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
 }
 
 }  // namespace
+
+bool IsControlledByPrivacySettings(const AttackResult& attack) {
+  return attack.attack != "embedding-inversion";
+}
 
 absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& options,
                                                  std::ostream& out, std::ostream& log) {

@@ -44,7 +44,7 @@ struct PrivacyEvalOptions {
   int decode_steps = 1;  // attacked by exact-scores
   int vocab = 0;         // candidate tokens [0, vocab) of the attacker; 0: the whole vocabulary
   int threads = 0;       // 0: every core
-  bool smoke = false;    // baselines and the default candidates only
+  bool smoke = false;    // baselines, the published setting, the default and OWNER only
   bool measure_cost = true;
   int cost_questions = 5;  // per setting, end to end
   int cost_tokens = 32;    // gold-answer tokens scored per question
@@ -65,6 +65,10 @@ struct PrivacyEvalResult {
   std::string chosen_default;  // setting name, or empty
   std::string default_reason;
 };
+
+// False for attacks on what no privacy knob changes (the retrieval embedding every owner
+// receives); the default is chosen over the others.
+bool IsControlledByPrivacySettings(const AttackResult& attack);
 
 absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& options,
                                                  std::ostream& out, std::ostream& log);

@@ -238,11 +238,11 @@ absl::Status WritePrivacyPlots(const PrivacyEvalResult& result, const std::strin
   constexpr int32_t kPlot = 400, kMargin = 60;
   const int32_t list_height = 12 * static_cast<int32_t>(measured.size()) + 20;
   Canvas frontier(kMargin * 2 + kPlot + 330, std::max(kPlot + 2 * kMargin, list_height + 40));
-  frontier.Text(10, 8, "privacy-utility frontier: strongest attack top-1 minus chance (points) vs "
-                       "perplexity cost (%)", 0x000000);
+  frontier.Text(10, 8, "privacy-utility frontier: strongest controlled attack top-1 minus chance (points) vs "
+                       "perplexity cost (%, gains at 0)", 0x000000);
   double max_cost = 1.0;
   for (const SettingResult* setting : measured) {
-    max_cost = std::max(max_cost, 100 * std::abs(setting->perplexity / setting->reference_perplexity - 1));
+    max_cost = std::max(max_cost, 100 * (setting->perplexity / setting->reference_perplexity - 1));
   }
   const int32_t x0 = kMargin, y0 = kMargin + kPlot;
   frontier.Line(x0, y0, x0 + kPlot, y0, 0x000000);
@@ -256,10 +256,12 @@ absl::Status WritePrivacyPlots(const PrivacyEvalResult& result, const std::strin
     const SettingResult& setting = *measured[i];
     double excess = 0;
     for (const AttackResult& attack : setting.attacks) {
+      if (!IsControlledByPrivacySettings(attack)) continue;
       excess = std::max(excess, Percent(attack.recovered.top1, attack.recovered.n) -
                                     Percent(attack.chance.top1, attack.chance.n));
     }
-    const double cost = 100 * std::abs(setting.perplexity / setting.reference_perplexity - 1);
+    const double cost =
+        std::max(0.0, 100 * (setting.perplexity / setting.reference_perplexity - 1));
     const auto x = static_cast<int32_t>(x0 + kPlot * cost / max_cost);
     const auto y = static_cast<int32_t>(y0 - kPlot * std::clamp(excess, 0.0, 100.0) / 100);
     const uint32_t rgb = setting.setting.name == result.chosen_default ? 0xd62728 : 0x1f77b4;

@@ -528,8 +528,11 @@ TEST_F(PlacementTest, FedRagTakesTheComputeNodeOfLowestEstimatedCost) {
   const double upload_ms = 5 + 256.0 / 3 * 30 * 3 * 64 * 2 * 2 * 8 / 1e3;
   EXPECT_NEAR(chatty.estimated_ttft_ms(), upload_ms + 30, 1e-6);
   EXPECT_THAT(Ids(chatty), ElementsAre("owner-1", "owner-2", "querier"));
-  EXPECT_EQ(chatty.privacy().key_scope(), v1::KEY_SCOPE_SESSION);
-  EXPECT_EQ(chatty.privacy().mixer(), v1::MIXER_SPHPS);
+  const v1::PrivacySettings defaults = DefaultPrivacySettings();
+  EXPECT_EQ(chatty.privacy().key_scope(), defaults.key_scope());
+  EXPECT_EQ(chatty.privacy().mixer(), defaults.mixer());
+  EXPECT_EQ(chatty.privacy().protect_layers(), defaults.protect_layers());
+  EXPECT_EQ(chatty.privacy().protect_mode(), defaults.protect_mode());
 
   // A long context and one token: the upload decides.
   request.set_n_context_tokens(100000);
@@ -549,6 +552,11 @@ TEST_F(PlacementTest, FedRagResolvesAndChecksThePrivacyKnobs) {
   EXPECT_EQ(placement.privacy().protect_mode(), v1::PROTECT_MODE_SKIP);
   request.mutable_privacy()->set_protect_layers(31);
   EXPECT_THAT(Place(request), StatusIs(absl::StatusCode::kInvalidArgument));
+  // An explicit 0 delegates every layer; the default is not applied over it.
+  request.mutable_privacy()->set_protect_layers(0);
+  ASSERT_OK_AND_ASSIGN(const v1::Placement unprotected, Place(request));
+  EXPECT_TRUE(unprotected.privacy().has_protect_layers());
+  EXPECT_EQ(unprotected.privacy().protect_layers(), 0u);
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_FEDRAG, "querier")),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("model shape")));
 }

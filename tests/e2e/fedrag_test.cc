@@ -154,6 +154,8 @@ class FedRagEndToEndTest : public ::testing::Test {
     request.set_kv_mode(v1::KV_MODE_POSITION_INDEPENDENT);
     request.set_kv_dtype(v1::DTYPE_F32);
     request.set_owner_timeout_ms(5000);
+    // Every layer delegated: FedRAG is then exactly the centralized chunkwise computation.
+    request.mutable_privacy()->set_protect_layers(0);
     return request;
   }
 
