@@ -192,6 +192,54 @@ std::vector<Guesses> NearestByProduct(const std::vector<float>& table, int32_t v
   return guesses;
 }
 
+// Leverage of each row of `rows` [n, d]: r·(RᵀR)⁻¹·rᵀ, by Cholesky in f64; empty when RᵀR is
+// singular.
+std::vector<double> Leverages(const float* rows, int32_t n, int32_t d) {
+  const size_t m = static_cast<size_t>(d);
+  std::vector<double> gram(m * m, 0.0);
+  for (int32_t i = 0; i < n; ++i) {
+    const float* r = rows + static_cast<size_t>(i) * m;
+    for (size_t a = 0; a < m; ++a) {
+      for (size_t b = 0; b <= a; ++b) gram[a * m + b] += double{r[a]} * r[b];
+    }
+  }
+  for (size_t j = 0; j < m; ++j) {  // lower Cholesky factor in place
+    double diagonal = gram[j * m + j];
+    for (size_t k = 0; k < j; ++k) diagonal -= gram[j * m + k] * gram[j * m + k];
+    if (diagonal <= 1e-12) return {};
+    gram[j * m + j] = std::sqrt(diagonal);
+    for (size_t i = j + 1; i < m; ++i) {
+      double sum = gram[i * m + j];
+      for (size_t k = 0; k < j; ++k) sum -= gram[i * m + k] * gram[j * m + k];
+      gram[i * m + j] = sum / gram[j * m + j];
+    }
+  }
+  std::vector<double> leverages(static_cast<size_t>(n));
+  std::vector<double> y(m);
+  for (int32_t i = 0; i < n; ++i) {
+    const float* r = rows + static_cast<size_t>(i) * m;
+    double sum = 0;
+    for (size_t a = 0; a < m; ++a) {  // y = L⁻¹·r
+      double value = r[a];
+      for (size_t k = 0; k < a; ++k) value -= gram[a * m + k] * y[k];
+      y[a] = value / gram[a * m + a];
+      sum += y[a] * y[a];
+    }
+    leverages[static_cast<size_t>(i)] = sum;
+  }
+  return leverages;
+}
+
+// Indices of `values` by decreasing value.
+std::vector<int32_t> RanksOf(const std::vector<double>& values) {
+  std::vector<int32_t> order(values.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) {
+    return values[static_cast<size_t>(a)] > values[static_cast<size_t>(b)];
+  });
+  return order;
+}
+
 }  // namespace
 
 RecoveryCount ChanceOf(const std::vector<int32_t>& truth, const std::vector<int32_t>& prior) {
@@ -392,6 +440,68 @@ std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
   by_value.chance = ChanceOf(truth, attacker.anchors);
   by_key.chance = by_value.chance;
   return {by_value, by_key};
+}
+
+AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                      const std::vector<std::vector<int32_t>>& pool) {
+  const engine::ModelConfig& config = *attacker.config;
+  const TokenAloneTable& table = *attacker.table;
+  const int32_t d = config.head_dim;
+  AttackResult result{
+      .attack = "linear-invariants", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  std::vector<int32_t> truth;
+  for (const ObservedKey& key : view.keys) {
+    std::vector<Guesses> guesses(static_cast<size_t>(key.n_rows));
+    const std::vector<int32_t>& positions = key.layout_positions;
+    const bool one_run = !positions.empty() && positions.back() - positions.front() + 1 ==
+                                                   static_cast<int32_t>(positions.size());
+    const std::vector<double> seen =
+        key.n_rows > key.dim && one_run ? Leverages(key.k.data(), key.n_rows, key.dim)
+                                        : std::vector<double>();
+    if (!seen.empty()) {
+      const std::vector<int32_t> seen_ranks = RanksOf(seen);
+      // Candidates of the key's length, by distance of their sorted leverages.
+      std::vector<std::pair<double, size_t>> ranked;
+      std::vector<std::vector<int32_t>> candidate_ranks(pool.size());
+      std::vector<float> keys(static_cast<size_t>(key.n_rows) * d);
+      for (size_t c = 0; c < pool.size(); ++c) {
+        if (pool[c].size() != static_cast<size_t>(key.n_rows)) continue;
+        for (int32_t i = 0; i < key.n_rows; ++i) {
+          const float* k =
+              &table.k[(static_cast<size_t>(pool[c][static_cast<size_t>(i)]) * config.n_kv_heads +
+                        key.kv_head) *
+                       d];
+          const std::vector<float> rotated =
+              Rotated(*attacker.rope, k, d, positions[static_cast<size_t>(i)]);
+          std::copy(rotated.begin(), rotated.end(), &keys[static_cast<size_t>(i) * d]);
+        }
+        const std::vector<double> candidate = Leverages(keys.data(), key.n_rows, d);
+        if (candidate.empty()) continue;
+        candidate_ranks[c] = RanksOf(candidate);
+        double distance = 0;
+        for (size_t r = 0; r < seen_ranks.size(); ++r) {
+          const double delta = seen[static_cast<size_t>(seen_ranks[r])] -
+                               candidate[static_cast<size_t>(candidate_ranks[c][r])];
+          distance += delta * delta;
+        }
+        ranked.emplace_back(distance, c);
+      }
+      std::sort(ranked.begin(), ranked.end());
+      for (size_t j = 0; j < ranked.size() && j < 5; ++j) {
+        const size_t c = ranked[j].second;
+        for (size_t r = 0; r < seen_ranks.size(); ++r) {
+          guesses[static_cast<size_t>(seen_ranks[r])].Offer(
+              pool[c][static_cast<size_t>(candidate_ranks[c][r])], static_cast<float>(ranked[j].first));
+        }
+      }
+    }
+    for (int32_t i = 0; i < key.n_rows; ++i) {
+      guesses[static_cast<size_t>(i)].Score(key.row_token[static_cast<size_t>(i)], result.recovered);
+      truth.push_back(key.row_token[static_cast<size_t>(i)]);
+    }
+  }
+  result.chance = ChanceOf(truth, attacker.anchors);
+  return result;
 }
 
 AttackResult RunOwnerQueryMatching(const ObservedLayer& plain_view,

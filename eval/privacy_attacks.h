@@ -19,6 +19,15 @@
 //                    scale: |v| sorted, normalized. Cosine nearest neighbours.
 //   vocab-match-k    (attack 1) The same on K′ rows with RoPE-invariant features: the norms of
 //                    the rotary pairs, sorted, normalized.
+//   linear-invariants (attack 2) K′ = Π·K·Φ reveals K up to the unknown invertible Φ, and what no
+//                    such Φ changes survives: the projection onto K′'s column space, hence each
+//                    row's leverage k·(KᵀK)⁻¹·kᵀ, a multiset of numbers that says which chunk it
+//                    is whenever a key has more rows than head_dim. The attacker holds a pool of
+//                    candidate chunks (token lists), computes each candidate's keys at the key's
+//                    positions from the open weights, names the candidates whose sorted
+//                    leverages are nearest and pairs rows by leverage rank. Keys that cover
+//                    several chunks (session scope) or at most head_dim rows (block scope) get no
+//                    guesses: their rows count as not recovered.
 //   owner-query      What an owner sees with protect_mode OWNER: the querier's plain query rows
 //                    of the protected layers. Each row, rotated back to its position, against
 //                    every vocabulary token's query at that layer (nearest neighbour).
@@ -81,6 +90,10 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
 // Attack 1 on every received K′ and V′ row.
 std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
                                                 const AttackerKnowledge& attacker);
+
+// Attack 2 against `pool`, candidate chunks' tokens.
+AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                      const std::vector<std::vector<int32_t>>& pool);
 
 // The owner's attack on plain query rows; `plain_view` is a kPlaintext view of a protected
 // layer (its query rows are what OwnerAttend carries). Every step's rows.

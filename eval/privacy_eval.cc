@@ -421,6 +421,15 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
   attacker.rope = &transformer.rope();
   attacker.pool = &pool;
   SILO_ASSIGN_OR_RETURN(attacker.anchors, PublicTokensByFrequency(decoder.tokenizer()));
+  // Attack 2's pool: every chunk of the attack corpus, the attacked ones among them.
+  std::vector<std::vector<int32_t>> chunk_pool;
+  SILO_RETURN_IF_ERROR(base->store()
+                           .ForEachChunk([&](const retrieval::ChunkRecord& chunk) {
+                             chunk_pool.push_back(prompts.EncodeChunk(chunk.text));
+                             return absl::OkStatus();
+                           })
+                           .status());
+  log << "linear-invariants pool: " << chunk_pool.size() << " chunks\n";
 
   // The embedding-inversion pool, embedded once.
   const std::vector<std::string> pool_sentences =
@@ -489,8 +498,9 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
       Accumulate(RunExactScoreAttack(view, attacker, options.decode_steps), setting.attacks);
       const absl::Time scored = absl::Now();
       Accumulate(RunVocabularyMatching(view, attacker), setting.attacks);
+      Accumulate({RunLinearInvariantAttack(view, attacker, chunk_pool)}, setting.attacks);
       if (setting.protect_mode == "owner") Accumulate({owner_query}, setting.attacks);
-      log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, vocab-match %.1f s\n",
+      log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, other attacks %.1f s\n",
                              setting.setting.name, absl::ToDoubleSeconds(observed - start),
                              absl::ToDoubleSeconds(scored - observed),
                              absl::ToDoubleSeconds(absl::Now() - scored));
