@@ -99,14 +99,19 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   privacy_command->add_option("--questions", privacy.n_questions, "FAQ questions attacked")
       ->capture_default_str();
   privacy_command->add_option("-k,--top-k", privacy.top_k)->capture_default_str();
-  privacy_command->add_option("--decode-steps", privacy.decode_steps,
-                              "Decode steps attacked by exact-scores")
+  privacy_command->add_option("--decode-steps", privacy.decode_steps, "Decode steps recorded")
+      ->capture_default_str();
+  privacy_command->add_option("--score-steps", privacy.score_steps,
+                              "Of them, the steps attacked by exact-scores")
       ->capture_default_str();
   privacy_command->add_option("--vocab", privacy.vocab,
                               "Attacker's candidate tokens [0, n); 0: the whole vocabulary")
       ->capture_default_str();
   privacy_command->add_option("--threads", privacy.threads, "0: every core")->capture_default_str();
-  privacy_command->add_flag("--smoke", privacy.smoke, "Baselines and two FedRAG settings only");
+  privacy_command->add_flag("--smoke", privacy.smoke,
+                            "Baselines, the published setting, the default and OWNER only");
+  privacy_command->add_option("--only", privacy.only,
+                              "Only the settings whose name contains this text");
   privacy_command->add_flag("--no-cost", no_cost, "Skip the end-to-end utility and cost runs");
   privacy_command->add_option("--cost-questions", privacy.cost_questions)->capture_default_str();
   privacy_command->add_option("--cost-tokens", privacy.cost_tokens)->capture_default_str();
@@ -114,7 +119,29 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
                               "Sentences in the embedding-inversion pool")
       ->capture_default_str();
 
+  std::string export_dir = "build/eval/inversion";
+  int export_questions = 16;
+  CLI::App* export_command = app.add_subcommand(
+      "privacy-export",
+      "Write the rows a compute node receives, with their tokens, for the learned inversion "
+      "(eval/learned_inversion.py, on the GPU machine)");
+  export_command->add_option("--out", export_dir)->capture_default_str();
+  export_command->add_option("--sessions", export_questions, "FAQ questions, one session each")
+      ->capture_default_str();
+  export_command->add_option("--corpus-dir", privacy.corpus_dir)->capture_default_str();
+  export_command->add_option("-k,--top-k", privacy.top_k)->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+
+  if (export_command->parsed()) {
+    if (const absl::Status status =
+            silo::eval::ExportInversionData(privacy, export_dir, export_questions, std::cerr);
+        !status.ok()) {
+      std::cerr << "silo-eval privacy-export: " << status << "\n";
+      return 1;
+    }
+    return 0;
+  }
 
   if (privacy_command->parsed()) {
     privacy.measure_cost = !no_cost;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <map>
 #include <cmath>
 #include <mutex>
 #include <numeric>
@@ -192,9 +193,9 @@ std::vector<Guesses> NearestByProduct(const std::vector<float>& table, int32_t v
   return guesses;
 }
 
-// Leverage of each row of `rows` [n, d]: r·(RᵀR)⁻¹·rᵀ, by Cholesky in f64; empty when RᵀR is
-// singular.
-std::vector<double> Leverages(const float* rows, int32_t n, int32_t d) {
+}  // namespace
+
+std::vector<double> RowLeverages(const float* rows, int32_t n, int32_t d) {
   const size_t m = static_cast<size_t>(d);
   std::vector<double> gram(m * m, 0.0);
   for (int32_t i = 0; i < n; ++i) {
@@ -228,6 +229,72 @@ std::vector<double> Leverages(const float* rows, int32_t n, int32_t d) {
     leverages[static_cast<size_t>(i)] = sum;
   }
   return leverages;
+}
+
+namespace {
+
+// X = A⁻¹·B for A [n, n] and B [n, m], row-major f64, by Gaussian elimination with partial
+// pivoting; empty when A is (numerically) singular.
+std::vector<double> Solve(std::vector<double> a, std::vector<double> b, size_t n, size_t m) {
+  for (size_t col = 0; col < n; ++col) {
+    size_t pivot = col;
+    for (size_t r = col + 1; r < n; ++r) {
+      if (std::abs(a[r * n + col]) > std::abs(a[pivot * n + col])) pivot = r;
+    }
+    if (std::abs(a[pivot * n + col]) < 1e-12) return {};
+    if (pivot != col) {
+      for (size_t c = 0; c < n; ++c) std::swap(a[col * n + c], a[pivot * n + c]);
+      for (size_t c = 0; c < m; ++c) std::swap(b[col * m + c], b[pivot * m + c]);
+    }
+    for (size_t r = col + 1; r < n; ++r) {
+      const double factor = a[r * n + col] / a[col * n + col];
+      if (factor == 0) continue;
+      for (size_t c = col; c < n; ++c) a[r * n + c] -= factor * a[col * n + c];
+      for (size_t c = 0; c < m; ++c) b[r * m + c] -= factor * b[col * m + c];
+    }
+  }
+  for (size_t r = n; r-- > 0;) {
+    for (size_t c = 0; c < m; ++c) {
+      double value = b[r * m + c];
+      for (size_t k = r + 1; k < n; ++k) value -= a[r * n + k] * b[k * m + c];
+      b[r * m + c] = value / a[r * n + r];
+    }
+  }
+  return b;
+}
+
+// Aᵀ·B for A [rows, n] and B [rows, m].
+std::vector<double> TransposeTimes(const std::vector<double>& a, const std::vector<double>& b,
+                                   size_t rows, size_t n, size_t m) {
+  std::vector<double> out(n * m, 0.0);
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t i = 0; i < n; ++i) {
+      const double x = a[r * n + i];
+      for (size_t j = 0; j < m; ++j) out[i * m + j] += x * b[r * m + j];
+    }
+  }
+  return out;
+}
+
+// Sorted |values| of a whole matrix, of each row, or of each column, divided by their mean:
+// invariant to row and column permutations (the whole), to column permutations (a row's) or
+// to row permutations (a column's), and to scale.
+std::vector<double> SortedMagnitudes(const double* values, size_t n, size_t stride) {
+  std::vector<double> sorted(n);
+  double mean = 0;
+  for (size_t i = 0; i < n; ++i) {
+    sorted[i] = std::abs(values[i * stride]);
+    mean += sorted[i] / static_cast<double>(n);
+  }
+  std::sort(sorted.begin(), sorted.end());
+  for (double& value : sorted) value /= mean > 0 ? mean : 1;
+  return sorted;
+}
+
+double Distance(const std::vector<double>& a, const std::vector<double>& b) {
+  double sum = 0;
+  for (size_t i = 0; i < a.size(); ++i) sum += (a[i] - b[i]) * (a[i] - b[i]);
+  return sum;
 }
 
 // Indices of `values` by decreasing value.
@@ -443,10 +510,8 @@ std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
 }
 
 AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
-                                      const std::vector<std::vector<int32_t>>& pool) {
-  const engine::ModelConfig& config = *attacker.config;
-  const TokenAloneTable& table = *attacker.table;
-  const int32_t d = config.head_dim;
+                                      const std::vector<CandidateChunk>& pool) {
+  const int32_t d = attacker.config->head_dim;
   AttackResult result{
       .attack = "linear-invariants", .target = "chunk tokens", .recovered = {}, .chance = {}};
   std::vector<int32_t> truth;
@@ -456,7 +521,7 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
     const bool one_run = !positions.empty() && positions.back() - positions.front() + 1 ==
                                                    static_cast<int32_t>(positions.size());
     const std::vector<double> seen =
-        key.n_rows > key.dim && one_run ? Leverages(key.k.data(), key.n_rows, key.dim)
+        key.n_rows > key.dim && one_run ? RowLeverages(key.k.data(), key.n_rows, key.dim)
                                         : std::vector<double>();
     if (!seen.empty()) {
       const std::vector<int32_t> seen_ranks = RanksOf(seen);
@@ -465,17 +530,10 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
       std::vector<std::vector<int32_t>> candidate_ranks(pool.size());
       std::vector<float> keys(static_cast<size_t>(key.n_rows) * d);
       for (size_t c = 0; c < pool.size(); ++c) {
-        if (pool[c].size() != static_cast<size_t>(key.n_rows)) continue;
-        for (int32_t i = 0; i < key.n_rows; ++i) {
-          const float* k =
-              &table.k[(static_cast<size_t>(pool[c][static_cast<size_t>(i)]) * config.n_kv_heads +
-                        key.kv_head) *
-                       d];
-          const std::vector<float> rotated =
-              Rotated(*attacker.rope, k, d, positions[static_cast<size_t>(i)]);
-          std::copy(rotated.begin(), rotated.end(), &keys[static_cast<size_t>(i) * d]);
-        }
-        const std::vector<double> candidate = Leverages(keys.data(), key.n_rows, d);
+        if (pool[c].tokens.size() != static_cast<size_t>(key.n_rows)) continue;
+        keys = pool[c].keys[static_cast<size_t>(key.kv_head)];
+        attacker.rope->Rotate(positions.data(), key.n_rows, 1, keys.data());
+        const std::vector<double> candidate = RowLeverages(keys.data(), key.n_rows, d);
         if (candidate.empty()) continue;
         candidate_ranks[c] = RanksOf(candidate);
         double distance = 0;
@@ -491,12 +549,126 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
         const size_t c = ranked[j].second;
         for (size_t r = 0; r < seen_ranks.size(); ++r) {
           guesses[static_cast<size_t>(seen_ranks[r])].Offer(
-              pool[c][static_cast<size_t>(candidate_ranks[c][r])], static_cast<float>(ranked[j].first));
+              pool[c].tokens[static_cast<size_t>(candidate_ranks[c][r])],
+              static_cast<float>(ranked[j].first));
         }
       }
     }
     for (int32_t i = 0; i < key.n_rows; ++i) {
       guesses[static_cast<size_t>(i)].Score(key.row_token[static_cast<size_t>(i)], result.recovered);
+      truth.push_back(key.row_token[static_cast<size_t>(i)]);
+    }
+  }
+  result.chance = ChanceOf(truth, attacker.anchors);
+  return result;
+}
+
+AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                const std::vector<CandidateChunk>& pool) {
+  const size_t d = static_cast<size_t>(attacker.config->head_dim);
+  AttackResult result{.attack = "block-pairs", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  std::vector<int32_t> truth;
+  std::map<const ObservedKey*, std::vector<Guesses>> guesses;
+  for (const ObservedKey& key : view.keys) guesses[&key].resize(static_cast<size_t>(key.n_rows));
+  // S_b over every step: [query rows, n_rows] in f64.
+  const auto scores = [&](const ObservedKey& key) {
+    std::vector<double> s;
+    for (const std::vector<float>& q : key.q) {
+      const size_t rows = q.size() / static_cast<size_t>(key.dim);
+      for (size_t r = 0; r < rows; ++r) {
+        for (int32_t i = 0; i < key.n_rows; ++i) {
+          double sum = 0;
+          for (int32_t c = 0; c < key.dim; ++c) {
+            sum += double{q[r * key.dim + c]} * key.k[static_cast<size_t>(i) * key.dim + c];
+          }
+          s.push_back(sum);
+        }
+      }
+    }
+    return s;
+  };
+  for (size_t a = 0; a < view.keys.size(); ++a) {
+    const ObservedKey& first = view.keys[a];
+    if (a + 1 >= view.keys.size()) break;
+    const ObservedKey& second = view.keys[a + 1];
+    // Two full blocks, adjacent in one chunk of one owner and KV head.
+    if (first.owner != second.owner || first.kv_head != second.kv_head ||
+        first.n_rows != static_cast<int32_t>(d) || second.n_rows != static_cast<int32_t>(d) ||
+        first.layout_positions.back() + 1 != second.layout_positions.front()) {
+      continue;
+    }
+    const std::vector<double> s1 = scores(first), s2 = scores(second);
+    const size_t rows = s1.size() / d;
+    if (rows < d) continue;  // Q must have full column rank
+    const std::vector<double> m =
+        Solve(TransposeTimes(s1, s1, rows, d, d), TransposeTimes(s1, s2, rows, d, d), d, d);
+    if (m.empty()) continue;
+    const std::vector<double> signature = SortedMagnitudes(m.data(), d * d, 1);
+    // The chunk holding both blocks starts where the run of contiguous keys does.
+    int32_t chunk_start = first.layout_positions.front();
+    for (size_t b = a; b-- > 0;) {
+      const ObservedKey& before = view.keys[b];
+      if (before.owner != first.owner || before.kv_head != first.kv_head ||
+          before.layout_positions.back() + 1 != chunk_start) {
+        break;
+      }
+      chunk_start = before.layout_positions.front();
+    }
+    const size_t offset = static_cast<size_t>(first.layout_positions.front() - chunk_start);
+    std::vector<std::pair<double, size_t>> ranked;
+    std::vector<std::vector<double>> candidates(pool.size());
+    for (size_t c = 0; c < pool.size(); ++c) {
+      if (pool[c].tokens.size() < offset + 2 * d) continue;
+      const std::vector<float>& keys = pool[c].keys[static_cast<size_t>(first.kv_head)];
+      std::vector<float> k1(keys.begin() + static_cast<std::ptrdiff_t>(offset * d),
+                            keys.begin() + static_cast<std::ptrdiff_t>((offset + d) * d));
+      std::vector<float> k2(keys.begin() + static_cast<std::ptrdiff_t>((offset + d) * d),
+                            keys.begin() + static_cast<std::ptrdiff_t>((offset + 2 * d) * d));
+      attacker.rope->Rotate(first.layout_positions.data(), static_cast<int64_t>(d), 1, k1.data());
+      attacker.rope->Rotate(second.layout_positions.data(), static_cast<int64_t>(d), 1, k2.data());
+      // X = K1⁻ᵀ·K2ᵀ: solve K1ᵀ·X = K2ᵀ.
+      std::vector<double> k1t(d * d), k2t(d * d);
+      for (size_t i = 0; i < d; ++i) {
+        for (size_t j = 0; j < d; ++j) {
+          k1t[j * d + i] = k1[i * d + j];
+          k2t[j * d + i] = k2[i * d + j];
+        }
+      }
+      candidates[c] = Solve(std::move(k1t), std::move(k2t), d, d);
+      if (candidates[c].empty()) continue;
+      ranked.emplace_back(Distance(signature, SortedMagnitudes(candidates[c].data(), d * d, 1)), c);
+    }
+    std::sort(ranked.begin(), ranked.end());
+    // Rows of M ↔ rows of X (first block), columns ↔ columns (second block).
+    for (size_t j = 0; j < ranked.size() && j < 5; ++j) {
+      const size_t c = ranked[j].second;
+      const std::vector<double>& x = candidates[c];
+      for (const bool by_row : {true, false}) {
+        const ObservedKey& key = by_row ? first : second;
+        const size_t shift = offset + (by_row ? 0 : d);
+        for (size_t i = 0; i < d; ++i) {
+          const std::vector<double> seen = by_row ? SortedMagnitudes(&m[i * d], d, 1)
+                                                  : SortedMagnitudes(&m[i], d, d);
+          size_t best = 0;
+          double best_distance = 0;
+          for (size_t t = 0; t < d; ++t) {
+            const double distance = Distance(
+                seen, by_row ? SortedMagnitudes(&x[t * d], d, 1) : SortedMagnitudes(&x[t], d, d));
+            if (t == 0 || distance < best_distance) {
+              best = t;
+              best_distance = distance;
+            }
+          }
+          guesses[&key][i].Offer(pool[c].tokens[shift + best],
+                                 static_cast<float>(ranked[j].first));
+        }
+      }
+    }
+  }
+  for (const ObservedKey& key : view.keys) {
+    for (int32_t i = 0; i < key.n_rows; ++i) {
+      guesses[&key][static_cast<size_t>(i)].Score(key.row_token[static_cast<size_t>(i)],
+                                                  result.recovered);
       truth.push_back(key.row_token[static_cast<size_t>(i)]);
     }
   }

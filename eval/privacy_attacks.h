@@ -23,11 +23,20 @@
 //                    such Φ changes survives: the projection onto K′'s column space, hence each
 //                    row's leverage k·(KᵀK)⁻¹·kᵀ, a multiset of numbers that says which chunk it
 //                    is whenever a key has more rows than head_dim. The attacker holds a pool of
-//                    candidate chunks (token lists), computes each candidate's keys at the key's
-//                    positions from the open weights, names the candidates whose sorted
+//                    candidate chunks and the open weights, so it computes each candidate's KV
+//                    shard exactly as an owner does (the chunk prefilled alone), at every layer,
+//                    rotates its keys to the key's positions, names the candidates whose sorted
 //                    leverages are nearest and pairs rows by leverage rank. Keys that cover
 //                    several chunks (session scope) or at most head_dim rows (block scope) get no
 //                    guesses: their rows count as not recovered.
+//   block-pairs      (attack 2 across keys) Blocks of at most head_dim rows (block scope) leave no
+//                    invariant inside one key, but every key of a KV head answers the same query
+//                    rows in a message: S_b = Q·K_bᵀ·Π_bᵀ for all blocks b. For two full blocks
+//                    of a chunk, M = S_1⁺·S_2 = Π_1·K_1⁻ᵀ·K_2ᵀ·Π_2ᵀ is free of Q and Φ (given at
+//                    least head_dim query rows over the recorded steps), and the multiset of
+//                    |entries| of K_1⁻ᵀ·K_2ᵀ is free of the permutations too. The attacker
+//                    compares it with every pool chunk's (keys computed as above) and pairs M's
+//                    rows (columns) with the candidate's by their sorted |values|.
 //   owner-query      What an owner sees with protect_mode OWNER: the querier's plain query rows
 //                    of the protected layers. Each row, rotated back to its position, against
 //                    every vocabulary token's query at that layer (nearest neighbour).
@@ -91,14 +100,29 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
 std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
                                                 const AttackerKnowledge& attacker);
 
-// Attack 2 against `pool`, candidate chunks' tokens.
+// A candidate chunk of attack 2: its tokens and its keys at the attacked layer, as its owner's
+// KV shard holds them (before RoPE), [n_kv_heads][n_tokens, head_dim].
+struct CandidateChunk {
+  std::vector<int32_t> tokens;
+  std::vector<std::vector<float>> keys;
+};
+
+// Attack 2 against `pool`.
 AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
-                                      const std::vector<std::vector<int32_t>>& pool);
+                                      const std::vector<CandidateChunk>& pool);
+
+// The block-pair attack against `pool`, over every step of the view.
+AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                const std::vector<CandidateChunk>& pool);
 
 // The owner's attack on plain query rows; `plain_view` is a kPlaintext view of a protected
 // layer (its query rows are what OwnerAttend carries). Every step's rows.
 AttackResult RunOwnerQueryMatching(const ObservedLayer& plain_view,
                                    const AttackerKnowledge& attacker);
+
+// Leverage of each row of `rows` [n, d], r·(RᵀR)⁻¹·rᵀ (f64 Cholesky): invariant to any
+// invertible mixing of the columns. Empty when RᵀR is singular (n ≤ d rows, for one).
+std::vector<double> RowLeverages(const float* rows, int32_t n, int32_t d);
 
 // The chance row of true tokens against `prior`, tokens most frequent first (see above).
 RecoveryCount ChanceOf(const std::vector<int32_t>& truth, const std::vector<int32_t>& prior);

@@ -5,10 +5,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/half.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "coordinator/coordinator_state.h"
@@ -50,16 +52,24 @@ std::string ScopeName(v1::KeyScope scope) {
 // The settings swept: three baselines, then FedRAG's knobs.
 std::vector<SettingResult> SweptSettings(bool smoke) {
   std::vector<SettingResult> settings;
-  const auto baseline = [&](std::string name, ViewKind kind) {
+  const auto baseline = [&](std::string name, ViewKind kind, uint32_t layer) {
     SettingResult& result = settings.emplace_back();
     result.setting.name = std::move(name);
     result.setting.kind = kind;
-    result.setting.privacy = Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, 0, v1::PROTECT_MODE_SKIP);
+    result.setting.privacy =
+        Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, layer, v1::PROTECT_MODE_SKIP);
     result.protect_mode = "none";
   };
-  baseline("baseline plaintext", ViewKind::kPlaintext);
-  baseline("baseline permutation", ViewKind::kPermutation);
-  baseline("baseline orthogonal", ViewKind::kOrthogonal);
+  baseline("baseline plaintext", ViewKind::kPlaintext, 0);
+  baseline("baseline permutation", ViewKind::kPermutation, 0);
+  baseline("baseline orthogonal", ViewKind::kOrthogonal, 0);
+  if (!smoke) {
+    // Plaintext at the layers protect_layers exposes: what the attacks would get there if the
+    // scrambler were broken (an upper bound for attack 3, which goes after Φ itself).
+    for (const uint32_t layer : {1u, 2u, 4u}) {
+      baseline(StrCat("baseline plaintext layer ", layer), ViewKind::kPlaintext, layer);
+    }
+  }
   const auto fedrag = [&](v1::KeyScope scope, v1::Mixer mixer, uint32_t n, v1::ProtectMode mode) {
     const std::string protect_mode =
         n == 0 ? "none" : mode == v1::PROTECT_MODE_SKIP ? "skip" : "owner";
@@ -171,48 +181,64 @@ std::string JsonEscape(std::string_view s) {
   return out;
 }
 
-// The default: the cheapest FedRAG setting (per-token latency) where every attack is at most
-// chance + 1 point top-1 and the perplexity moves by at most 1%; else the best trade-off.
+// The default: the cheapest FedRAG setting (per-token latency) whose perplexity moves by at most
+// 1% and under which every attack the knobs control is at most chance + 1 point top-1. If none
+// is, the best trade-off: the cheapest such setting counting only the attacks that need no
+// document pool; failing that too, the one whose strongest attack exceeds chance the least.
 void ChooseDefault(PrivacyEvalResult& result) {
-  double best_cost = 0;
-  const SettingResult* chosen = nullptr;
-  const SettingResult* fallback = nullptr;
-  double fallback_excess = 0;
-  for (const SettingResult& setting : result.settings) {
-    if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
-    double excess = 0;
+  const auto excess = [](const SettingResult& setting, bool with_pool) {
+    double most = 0;
     for (const AttackResult& attack : setting.attacks) {
-      if (!IsControlledByPrivacySettings(attack)) continue;
-      excess = std::max(excess, Percent(attack.recovered.top1, attack.recovered.n) -
-                                    Percent(attack.chance.top1, attack.chance.n));
+      if (!IsControlledByPrivacySettings(attack) || (!with_pool && NeedsDocumentPool(attack))) {
+        continue;
+      }
+      most = std::max(most, Percent(attack.recovered.top1, attack.recovered.n) -
+                                Percent(attack.chance.top1, attack.chance.n));
     }
-    // A lower perplexity than the reference is no cost.
-    const double utility_cost = setting.perplexity / setting.reference_perplexity - 1.0;
-    if (excess <= 1.0 && utility_cost <= 0.01 &&
-        (chosen == nullptr || setting.ms_per_token < best_cost)) {
-      chosen = &setting;
-      best_cost = setting.ms_per_token;
+    return most;
+  };
+  const auto cheapest = [&](bool with_pool) -> const SettingResult* {
+    const SettingResult* best = nullptr;
+    for (const SettingResult& setting : result.settings) {
+      if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
+      // A lower perplexity than the reference is no cost.
+      if (setting.perplexity / setting.reference_perplexity - 1.0 > 0.01) continue;
+      if (excess(setting, with_pool) > 1.0) continue;
+      if (best == nullptr || setting.ms_per_token < best->ms_per_token) best = &setting;
     }
-    if (utility_cost <= 0.01 && (fallback == nullptr || excess < fallback_excess)) {
-      fallback = &setting;
-      fallback_excess = excess;
-    }
-  }
-  if (chosen != nullptr) {
+    return best;
+  };
+  if (const SettingResult* chosen = cheapest(true)) {
     result.chosen_default = chosen->setting.name;
     result.default_reason =
-        "the cheapest setting (per-token latency) under which every attack the knobs control is "
-        "at most chance + 1 point top-1 and the perplexity moves by at most 1%";
-  } else if (fallback != nullptr) {
-    result.chosen_default = fallback->setting.name;
-    result.default_reason = absl::StrFormat(
-        "no setting meets the thresholds; the best trade-off: among settings within 1%% "
-        "perplexity, the one whose strongest attack exceeds chance the least (%.1f points "
-        "top-1)",
-        fallback_excess);
-  } else {
-    result.default_reason = "not chosen: no setting has a measured utility cost";
+        "the cheapest setting (per-token latency) within 1% perplexity under which every attack "
+        "the knobs control is at most chance + 1 point top-1";
+    return;
   }
+  if (const SettingResult* chosen = cheapest(false)) {
+    result.chosen_default = chosen->setting.name;
+    result.default_reason = absl::StrFormat(
+        "a trade-off: no setting keeps every attack at chance (the attacks holding a pool of the "
+        "documents recover up to %.1f points above chance under it); this is the cheapest "
+        "setting within 1%% perplexity that keeps every attack needing only the open weights "
+        "at most chance + 1 point top-1",
+        excess(*chosen, true));
+    return;
+  }
+  const SettingResult* least = nullptr;
+  for (const SettingResult& setting : result.settings) {
+    if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
+    if (least == nullptr || excess(setting, true) < excess(*least, true)) least = &setting;
+  }
+  if (least == nullptr) {
+    result.default_reason = "not chosen: no setting has a measured utility cost";
+    return;
+  }
+  result.chosen_default = least->setting.name;
+  result.default_reason = absl::StrFormat(
+      "a trade-off: no setting meets the thresholds; this one's strongest attack exceeds chance "
+      "the least (%.1f points top-1)",
+      excess(*least, true));
 }
 
 void PrintTable(const PrivacyEvalResult& result, int n_questions, std::ostream& out);
@@ -291,6 +317,63 @@ void PrintTable(const PrivacyEvalResult& result, int n_questions, std::ostream& 
       << " — " << result.default_reason << "\n";
 }
 
+// The attack corpus (the FAQ in one store; each session deals its chunks to three owners) and
+// the decoder that runs the plaintext sessions.
+struct AttackCorpus {
+  std::vector<FaqQuestion> faq;
+  std::unique_ptr<retrieval::KnowledgeBase> base;
+  std::unique_ptr<engine::ThreadPool> pool;
+  std::unique_ptr<engine::Transformer> transformer;
+  std::optional<engine::RagPromptBuilder> prompts;
+
+  // InvalidArgument when the FAQ has fewer than `n_questions` questions.
+  static absl::StatusOr<AttackCorpus> Open(const PrivacyEvalOptions& options, int n_questions,
+                                           std::ostream& log) {
+    AttackCorpus corpus;
+    const std::string faq_dir = options.federation.docs_dir + "/faq";
+    SILO_ASSIGN_OR_RETURN(corpus.faq, LoadFaqQuestions(faq_dir));
+    if (static_cast<int>(corpus.faq.size()) < n_questions) {
+      return absl::InvalidArgumentError(
+          StrCat("the FAQ has only ", corpus.faq.size(), " questions"));
+    }
+    retrieval::KnowledgeBaseOptions kb;
+    kb.data_dir = options.corpus_dir;
+    kb.decoder_model = options.federation.decoder_model;
+    kb.embedder_model = options.federation.embedder_model;
+    kb.kv_shards = retrieval::KvShardMode::kOff;
+    kb.threads = options.threads;
+    SILO_ASSIGN_OR_RETURN(const crypto::SecretBytes key, EvalNodeKey(kb.data_dir));
+    SILO_ASSIGN_OR_RETURN(corpus.base, retrieval::KnowledgeBase::Open(kb, key));
+    log << "ingesting " << faq_dir << " into " << kb.data_dir << "\n";
+    SILO_RETURN_IF_ERROR(corpus.base->Ingest(std::vector<std::string>{faq_dir}).status());
+    const engine::LanguageModel& decoder = corpus.base->decoder();
+    corpus.pool = std::make_unique<engine::ThreadPool>(options.threads);
+    corpus.transformer = std::make_unique<engine::Transformer>(decoder.model(), *corpus.pool);
+    SILO_ASSIGN_OR_RETURN(corpus.prompts, engine::RagPromptBuilder::Create(&decoder.tokenizer()));
+    return corpus;
+  }
+
+  // Question i of n, spread over the FAQ.
+  const FaqQuestion& Question(int i, int n) const {
+    const size_t stride = std::max<size_t>(1, faq.size() / static_cast<size_t>(n));
+    return faq[static_cast<size_t>(i) * stride % faq.size()];
+  }
+
+  // The plaintext session of `question` over its top_k chunks.
+  absl::StatusOr<PlainSessionStates> Record(const FaqQuestion& question, int top_k,
+                                            int decode_steps,
+                                            const std::vector<int32_t>& layers) const {
+    SILO_ASSIGN_OR_RETURN(const std::vector<retrieval::SearchHit> hits,
+                          base->Search(question.question, top_k));
+    std::vector<std::string> chunks;
+    for (const retrieval::SearchHit& hit : hits) chunks.push_back(hit.text);
+    PlainSessionOptions session_options;
+    session_options.decode_steps = decode_steps;
+    session_options.layers = layers;
+    return RecordPlainSession(*transformer, *prompts, question.question, chunks, session_options);
+  }
+};
+
 struct CostFigures {
   double perplexity = 0, bytes_per_token = 0, ms_per_token = 0;
 };
@@ -367,44 +450,122 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
 
 }  // namespace
 
+absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::string& dir,
+                                 int n_questions, std::ostream& log) {
+  if (n_questions < 2) return absl::InvalidArgumentError("export at least two sessions");
+  SILO_ASSIGN_OR_RETURN(AttackCorpus corpus, AttackCorpus::Open(options, n_questions, log));
+  struct View {
+    std::string name;
+    ObserverSetting setting;
+    std::ofstream rows, leverage, label, session;
+    int64_t n = 0;
+  };
+  std::vector<View> views;
+  for (const uint32_t layer : {0u, 1u}) {
+    for (const ViewKind kind : {ViewKind::kPlaintext, ViewKind::kFedRag}) {
+      View& view = views.emplace_back();
+      view.name = StrCat(kind == ViewKind::kPlaintext ? "plaintext" : "fedrag-session-sphps",
+                         "-layer", layer);
+      view.setting.name = view.name;
+      view.setting.kind = kind;
+      view.setting.privacy =
+          Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, layer, v1::PROTECT_MODE_SKIP);
+    }
+  }
+  std::error_code error;
+  fs::create_directories(dir, error);
+  for (View& view : views) {
+    const fs::path base = fs::path(dir) / view.name;
+    view.rows.open(base.string() + ".rows.f16", std::ios::binary);
+    view.leverage.open(base.string() + ".leverage.f32", std::ios::binary);
+    view.label.open(base.string() + ".label.i32", std::ios::binary);
+    view.session.open(base.string() + ".session.i32", std::ios::binary);
+  }
+  int32_t dim = 0;
+  for (int q = 0; q < n_questions; ++q) {
+    const FaqQuestion& question = corpus.Question(q, n_questions);
+    log << "session " << q + 1 << "/" << n_questions << ": " << question.question << "\n";
+    SILO_ASSIGN_OR_RETURN(const PlainSessionStates states,
+                          corpus.Record(question, options.top_k, 1, {0, 1}));
+    for (size_t v = 0; v < views.size(); ++v) {
+      View& view = views[v];
+      SILO_ASSIGN_OR_RETURN(const ObservedLayer observed,
+                            ObserveLayer(states, view.setting, 7919 * q + v));
+      for (const ObservedKey& key : observed.keys) {
+        dim = key.dim;
+        const std::vector<double> leverages = RowLeverages(key.k.data(), key.n_rows, key.dim);
+        for (int32_t i = 0; i < key.n_rows; ++i) {
+          for (const std::vector<float>* tensor : {&key.k, &key.v}) {
+            for (int32_t c = 0; c < key.dim; ++c) {
+              const uint16_t half =
+                  FloatToHalf((*tensor)[static_cast<size_t>(i) * key.dim + c]);
+              view.rows.write(reinterpret_cast<const char*>(&half), 2);
+            }
+          }
+          const float leverage =
+              leverages.empty() ? 0.0f : static_cast<float>(leverages[static_cast<size_t>(i)]);
+          const int32_t token = key.row_token[static_cast<size_t>(i)];
+          const int32_t session = q;
+          view.leverage.write(reinterpret_cast<const char*>(&leverage), 4);
+          view.label.write(reinterpret_cast<const char*>(&token), 4);
+          view.session.write(reinterpret_cast<const char*>(&session), 4);
+          ++view.n;
+        }
+      }
+    }
+  }
+  std::ofstream meta(fs::path(dir) / "meta.json");
+  meta << "{\"dim\": " << dim << ", \"vocab\": "
+       << corpus.base->decoder().model().config().vocab_size << ", \"sessions\": " << n_questions
+       << ", \"views\": [";
+  for (size_t v = 0; v < views.size(); ++v) {
+    views[v].rows.close();
+    meta << (v == 0 ? "" : ", ") << "{\"name\": \"" << views[v].name
+         << "\", \"rows\": " << views[v].n << "}";
+    if (!views[v].rows || !views[v].leverage || !views[v].label || !views[v].session) {
+      return absl::InternalError(StrCat("cannot write ", views[v].name, " under ", dir));
+    }
+  }
+  meta << "]}\n";
+  if (!meta) return absl::InternalError(StrCat("cannot write ", dir, "/meta.json"));
+  return absl::OkStatus();
+}
+
 bool IsControlledByPrivacySettings(const AttackResult& attack) {
   return attack.attack != "embedding-inversion";
 }
 
+bool NeedsDocumentPool(const AttackResult& attack) {
+  return attack.attack == "linear-invariants" || attack.attack == "block-pairs";
+}
+
 absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& options,
                                                  std::ostream& out, std::ostream& log) {
-  if (options.n_questions < 1 || options.top_k < 1 || options.decode_steps < 1) {
-    return absl::InvalidArgumentError("questions, top-k and decode steps must be positive");
+  if (options.n_questions < 1 || options.top_k < 1 || options.decode_steps < 1 ||
+      options.score_steps < 1 || options.score_steps > options.decode_steps) {
+    return absl::InvalidArgumentError(
+        "questions, top-k and decode steps must be positive, score steps in [1, decode steps]");
   }
-  const std::string faq_dir = options.federation.docs_dir + "/faq";
-  SILO_ASSIGN_OR_RETURN(const std::vector<FaqQuestion> faq, LoadFaqQuestions(faq_dir));
-  if (static_cast<int>(faq.size()) < options.n_questions) {
-    return absl::InvalidArgumentError(StrCat("the FAQ has only ", faq.size(), " questions"));
-  }
-
-  // The attack corpus: the FAQ, in one store (its chunks are dealt to three owners per session).
-  retrieval::KnowledgeBaseOptions kb;
-  kb.data_dir = options.corpus_dir;
-  kb.decoder_model = options.federation.decoder_model;
-  kb.embedder_model = options.federation.embedder_model;
-  kb.kv_shards = retrieval::KvShardMode::kOff;
-  kb.threads = options.threads;
-  SILO_ASSIGN_OR_RETURN(const crypto::SecretBytes key, EvalNodeKey(kb.data_dir));
-  SILO_ASSIGN_OR_RETURN(std::unique_ptr<retrieval::KnowledgeBase> base,
-                        retrieval::KnowledgeBase::Open(kb, key));
-  log << "ingesting " << faq_dir << " into " << kb.data_dir << "\n";
-  SILO_RETURN_IF_ERROR(base->Ingest(std::vector<std::string>{faq_dir}).status());
-
+  SILO_ASSIGN_OR_RETURN(AttackCorpus corpus, AttackCorpus::Open(options, options.n_questions, log));
+  const std::vector<FaqQuestion>& faq = corpus.faq;
+  retrieval::KnowledgeBase* base = corpus.base.get();
   const engine::LanguageModel& decoder = base->decoder();
   const engine::ModelConfig& config = decoder.model().config();
-  engine::ThreadPool pool(options.threads);
-  engine::Transformer transformer(decoder.model(), pool);
-  SILO_ASSIGN_OR_RETURN(const engine::RagPromptBuilder prompts,
-                        engine::RagPromptBuilder::Create(&decoder.tokenizer()));
+  engine::ThreadPool& pool = *corpus.pool;
+  engine::Transformer& transformer = *corpus.transformer;
+  const engine::RagPromptBuilder& prompts = *corpus.prompts;
 
   PrivacyEvalResult result;
   result.settings = SweptSettings(options.smoke);
-  std::vector<int32_t> layers;
+  if (!options.only.empty()) {
+    std::erase_if(result.settings, [&](const SettingResult& setting) {
+      return setting.setting.name.find(options.only) == std::string::npos;
+    });
+    if (result.settings.empty()) {
+      return absl::InvalidArgumentError(StrCat("no setting's name contains '", options.only, "'"));
+    }
+  }
+  std::vector<int32_t> layers = {0};  // the owner's view is of layer 0
   for (const SettingResult& setting : result.settings) {
     const auto layer = static_cast<int32_t>(setting.setting.privacy.protect_layers());
     if (std::find(layers.begin(), layers.end(), layer) == layers.end()) layers.push_back(layer);
@@ -421,15 +582,33 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
   attacker.rope = &transformer.rope();
   attacker.pool = &pool;
   SILO_ASSIGN_OR_RETURN(attacker.anchors, PublicTokensByFrequency(decoder.tokenizer()));
-  // Attack 2's pool: every chunk of the attack corpus, the attacked ones among them.
-  std::vector<std::vector<int32_t>> chunk_pool;
-  SILO_RETURN_IF_ERROR(base->store()
-                           .ForEachChunk([&](const retrieval::ChunkRecord& chunk) {
-                             chunk_pool.push_back(prompts.EncodeChunk(chunk.text));
-                             return absl::OkStatus();
-                           })
-                           .status());
-  log << "linear-invariants pool: " << chunk_pool.size() << " chunks\n";
+  // Attack 2's pool: every chunk of the attack corpus (the attacked ones among them) with its
+  // keys at each attacked layer, prefilled alone as owners do.
+  start = absl::Now();
+  std::vector<std::vector<CandidateChunk>> chunk_pool(layers.size());  // [layer index][chunk]
+  SILO_RETURN_IF_ERROR(
+      base->store()
+          .ForEachChunk([&](const retrieval::ChunkRecord& chunk) -> absl::Status {
+            const std::vector<int32_t> tokens = prompts.EncodeChunk(chunk.text);
+            SILO_ASSIGN_OR_RETURN(const engine::KvShard shard,
+                                  engine::PrefillKvShard(transformer, tokens));
+            for (size_t l = 0; l < layers.size(); ++l) {
+              CandidateChunk& candidate = chunk_pool[l].emplace_back();
+              candidate.tokens = tokens;
+              for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
+                const int64_t at = shard.Offset(layers[l], kv_head, 0);
+                std::vector<float>& keys = candidate.keys.emplace_back(
+                    static_cast<size_t>(shard.n_tokens) * static_cast<size_t>(config.head_dim));
+                for (size_t i = 0; i < keys.size(); ++i) {
+                  keys[i] = HalfToFloat(shard.k[static_cast<size_t>(at) + i]);
+                }
+              }
+            }
+            return absl::OkStatus();
+          })
+          .status());
+  log << "linear-invariants pool: " << chunk_pool[0].size() << " chunks prefilled in "
+      << absl::ToDoubleSeconds(absl::Now() - start) << " s\n";
 
   // The embedding-inversion pool, embedded once.
   const std::vector<std::string> pool_sentences =
@@ -446,20 +625,11 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
                          .recovered = {},
                          .chance = {}};
 
-  const size_t stride = std::max<size_t>(1, faq.size() / static_cast<size_t>(options.n_questions));
   for (int q = 0; q < options.n_questions; ++q) {
-    const FaqQuestion& question = faq[static_cast<size_t>(q) * stride];
+    const FaqQuestion& question = corpus.Question(q, options.n_questions);
     log << "question " << q + 1 << "/" << options.n_questions << ": " << question.question << "\n";
-    SILO_ASSIGN_OR_RETURN(const std::vector<retrieval::SearchHit> hits,
-                          base->Search(question.question, options.top_k));
-    std::vector<std::string> chunks;
-    for (const retrieval::SearchHit& hit : hits) chunks.push_back(hit.text);
-    PlainSessionOptions session_options;
-    session_options.decode_steps = options.decode_steps;
-    session_options.layers = layers;
     SILO_ASSIGN_OR_RETURN(const PlainSessionStates states,
-                          RecordPlainSession(transformer, prompts, question.question, chunks,
-                                             session_options));
+                          corpus.Record(question, options.top_k, options.decode_steps, layers));
 
     // What an owner sees: the retrieval embedding (every mode) and, with OWNER, layer-0 queries.
     {
@@ -489,16 +659,19 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
     for (size_t s = 0; s < result.settings.size(); ++s) {
       SettingResult& setting = result.settings[s];
       const auto layer = static_cast<int32_t>(setting.setting.privacy.protect_layers());
-      attacker.table = &tables[static_cast<size_t>(
-          std::find(layers.begin(), layers.end(), layer) - layers.begin())];
+      const size_t layer_index =
+          static_cast<size_t>(std::find(layers.begin(), layers.end(), layer) - layers.begin());
+      attacker.table = &tables[layer_index];
       start = absl::Now();
       SILO_ASSIGN_OR_RETURN(const ObservedLayer view,
                             ObserveLayer(states, setting.setting, 1000 * q + s));
       const absl::Time observed = absl::Now();
-      Accumulate(RunExactScoreAttack(view, attacker, options.decode_steps), setting.attacks);
+      Accumulate(RunExactScoreAttack(view, attacker, options.score_steps), setting.attacks);
       const absl::Time scored = absl::Now();
       Accumulate(RunVocabularyMatching(view, attacker), setting.attacks);
-      Accumulate({RunLinearInvariantAttack(view, attacker, chunk_pool)}, setting.attacks);
+      Accumulate({RunLinearInvariantAttack(view, attacker, chunk_pool[layer_index]),
+                  RunBlockPairAttack(view, attacker, chunk_pool[layer_index])},
+                 setting.attacks);
       if (setting.protect_mode == "owner") Accumulate({owner_query}, setting.attacks);
       log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, other attacks %.1f s\n",
                              setting.setting.name, absl::ToDoubleSeconds(observed - start),

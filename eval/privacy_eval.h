@@ -41,10 +41,12 @@ struct PrivacyEvalOptions {
   std::string out_dir = "build/eval/privacy";
   int n_questions = 3;
   int top_k = 4;
-  int decode_steps = 1;  // attacked by exact-scores
+  int decode_steps = 4;  // recorded; block-pairs uses them all (it needs ≥ head_dim query rows)
+  int score_steps = 1;   // of them, attacked by exact-scores (its cost grows with each)
   int vocab = 0;         // candidate tokens [0, vocab) of the attacker; 0: the whole vocabulary
   int threads = 0;       // 0: every core
   bool smoke = false;    // baselines, the published setting, the default and OWNER only
+  std::string only;      // when set, only the settings whose name contains it
   bool measure_cost = true;
   int cost_questions = 5;  // per setting, end to end
   int cost_tokens = 32;    // gold-answer tokens scored per question
@@ -66,9 +68,22 @@ struct PrivacyEvalResult {
   std::string default_reason;
 };
 
+// Training data of attack 5 (learned inversion, DESIGN.md §6), which eval/learned_inversion.py
+// trains on the GPU machine: for `n_questions` sessions (FAQ questions, top_k chunks), every
+// chunk row the compute node receives under four views: plaintext and FedRAG (session scope,
+// sphps) at layer 0 and at layer 1 (the first layer the default delegates). Per view, under
+// `dir`: <view>.rows.f16 [n, 2·dim] (K′ row, V′ row), <view>.leverage.f32 [n] (the row's
+// leverage in its key, which no Φ changes), <view>.label.i32 [n] (true token) and
+// <view>.session.i32 [n] (question index); meta.json describes them.
+absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::string& dir,
+                                 int n_questions, std::ostream& log);
+
 // False for attacks on what no privacy knob changes (the retrieval embedding every owner
 // receives); the default is chosen over the others.
 bool IsControlledByPrivacySettings(const AttackResult& attack);
+// True for attacks that need a pool of candidate documents holding the attacked chunks
+// (linear-invariants, block-pairs); the others need the open weights only.
+bool NeedsDocumentPool(const AttackResult& attack);
 
 absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& options,
                                                  std::ostream& out, std::ostream& log);

@@ -53,7 +53,6 @@ TEST(PrivacyEval, AttacksBreakTheBaselinesAndTheDefaultStaysAtChance) {
   options.corpus_dir = (dir.path() / "corpus").string();
   options.out_dir = (dir.path() / "out").string();
   options.n_questions = 1;
-  options.decode_steps = 1;
   options.smoke = true;
   options.cost_questions = 1;
   options.cost_tokens = 16;
@@ -83,7 +82,10 @@ TEST(PrivacyEval, AttacksBreakTheBaselinesAndTheDefaultStaysAtChance) {
   }
   EXPECT_EQ(baselines, 3);
 
-  // The default holds: what the knobs control stays within chance + 1 point, at ≤ 1% perplexity.
+  // The default holds as README's "Threat model" says: every attack that needs only the open
+  // weights stays within chance + 1 point, at ≤ 1% perplexity; an attacker holding the documents
+  // still recovers chunk tokens (no setting stops it; if this starts failing, the README is
+  // stale).
   const v1::PrivacySettings defaults = coordinator::DefaultPrivacySettings();
   const SettingResult* chosen = nullptr;
   for (const SettingResult& setting : result->settings) {
@@ -96,12 +98,18 @@ TEST(PrivacyEval, AttacksBreakTheBaselinesAndTheDefaultStaysAtChance) {
     }
   }
   ASSERT_NE(chosen, nullptr) << "the smoke sweep lacks the default setting";
+  double pool_excess = 0;
   for (const AttackResult& attack : chosen->attacks) {
     if (!IsControlledByPrivacySettings(attack)) continue;
-    EXPECT_LE(Percent(attack.recovered.top1, attack.recovered.n),
-              Percent(attack.chance.top1, attack.chance.n) + 1.0)
-        << attack.attack << " on " << attack.target;
+    const double recovered = Percent(attack.recovered.top1, attack.recovered.n);
+    const double chance = Percent(attack.chance.top1, attack.chance.n);
+    if (NeedsDocumentPool(attack)) {
+      pool_excess = std::max(pool_excess, recovered - chance);
+    } else {
+      EXPECT_LE(recovered, chance + 1.0) << attack.attack << " on " << attack.target;
+    }
   }
+  EXPECT_GT(pool_excess, 10.0);
   ASSERT_GT(chosen->perplexity, 0);
   EXPECT_LE(chosen->perplexity / chosen->reference_perplexity - 1, 0.01);
 
