@@ -314,7 +314,8 @@ struct CoordinatorState::Impl {
     }
     v1::PrivacySettings privacy = request.privacy();
     const v1::PrivacySettings defaults = DefaultPrivacySettings();
-    if (privacy.key_scope() == v1::KEY_SCOPE_UNSPECIFIED) privacy.set_key_scope(defaults.key_scope());
+    if (privacy.key_scope() == v1::KEY_SCOPE_UNSPECIFIED)
+      privacy.set_key_scope(defaults.key_scope());
     if (privacy.mixer() == v1::MIXER_UNSPECIFIED) privacy.set_mixer(defaults.mixer());
     if (privacy.key_scope() == v1::KEY_SCOPE_BLOCK && privacy.block_rows() == 0) {
       privacy.set_block_rows(model.head_dim());

@@ -56,10 +56,10 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
                             "session, chunk or block (default: the federation's)");
   query_command->add_option("--block-rows", query.block_rows, "Rows per key with block scope");
   query_command->add_option("--mixer", query.mixer, "sphps or dense (default: the federation's)");
-  query_command
-      ->add_option("--protect-layers", query.protect_layers,
-                   "First layers whose attention over remote chunks is not delegated (0: none; "
-                   "default: the federation's)");
+  query_command->add_option(
+      "--protect-layers", query.protect_layers,
+      "First layers whose attention over remote chunks is not delegated (0: none; "
+      "default: the federation's)");
   query_command->add_option("--protect-mode", query.protect_mode,
                             "skip (protected layers do not attend remote chunks) or owner (each "
                             "owner attends its own chunks there and sees those query rows); "

@@ -133,5 +133,4 @@ absl::StatusOr<std::string> LoadAnswerText(const FaqQuestion& question) {
                     static_cast<size_t>(question.answer_end - question.answer_begin));
 }
 
-
 }  // namespace silo::eval

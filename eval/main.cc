@@ -89,8 +89,9 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       "privacy",
       "Attack what the compute node and the owners observe under every privacy setting; write "
       "JSON, CSV, Markdown and plots; choose the default");
-  privacy_command->add_option("--work-dir", privacy.federation.work_dir,
-                              "LocalFederation of the end-to-end cost runs")
+  privacy_command
+      ->add_option("--work-dir", privacy.federation.work_dir,
+                   "LocalFederation of the end-to-end cost runs")
       ->capture_default_str();
   privacy_command->add_option("--corpus-dir", privacy.corpus_dir, "Store of the attack corpus")
       ->capture_default_str();
@@ -101,11 +102,13 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   privacy_command->add_option("-k,--top-k", privacy.top_k)->capture_default_str();
   privacy_command->add_option("--decode-steps", privacy.decode_steps, "Decode steps recorded")
       ->capture_default_str();
-  privacy_command->add_option("--score-steps", privacy.score_steps,
-                              "Of them, the steps attacked by exact-scores")
+  privacy_command
+      ->add_option("--score-steps", privacy.score_steps,
+                   "Of them, the steps attacked by exact-scores")
       ->capture_default_str();
-  privacy_command->add_option("--vocab", privacy.vocab,
-                              "Attacker's candidate tokens [0, n); 0: the whole vocabulary")
+  privacy_command
+      ->add_option("--vocab", privacy.vocab,
+                   "Attacker's candidate tokens [0, n); 0: the whole vocabulary")
       ->capture_default_str();
   privacy_command->add_option("--threads", privacy.threads, "0: every core")->capture_default_str();
   privacy_command->add_flag("--smoke", privacy.smoke,
@@ -115,8 +118,8 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   privacy_command->add_flag("--no-cost", no_cost, "Skip the end-to-end utility and cost runs");
   privacy_command->add_option("--cost-questions", privacy.cost_questions)->capture_default_str();
   privacy_command->add_option("--cost-tokens", privacy.cost_tokens)->capture_default_str();
-  privacy_command->add_option("--pool", privacy.embedding_pool,
-                              "Sentences in the embedding-inversion pool")
+  privacy_command
+      ->add_option("--pool", privacy.embedding_pool, "Sentences in the embedding-inversion pool")
       ->capture_default_str();
 
   std::string export_dir = "build/eval/inversion";

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <array>
-#include <map>
 #include <cmath>
+#include <map>
 #include <mutex>
 #include <numeric>
 
@@ -30,7 +30,8 @@ class Guesses {
       return;
     }
     best_[at] = {cost, token};
-    for (; at > 0 && best_[at].first < best_[at - 1].first; --at) std::swap(best_[at], best_[at - 1]);
+    for (; at > 0 && best_[at].first < best_[at - 1].first; --at)
+      std::swap(best_[at], best_[at - 1]);
   }
 
   void Score(int32_t truth, RecoveryCount& count) const {
@@ -128,9 +129,9 @@ class ScoreColumns {
         std::sort(rest_seen.begin(), rest_seen.begin() + n);
         bool same = true;
         for (int32_t r = 0; r < n && same; ++r) {
-          const float error = std::abs(rest_seen[static_cast<size_t>(r)] -
-                                       rest_predicted[static_cast<size_t>(r)]) /
-                              (1 + std::abs(rest_predicted[static_cast<size_t>(r)]));
+          const float error =
+              std::abs(rest_seen[static_cast<size_t>(r)] - rest_predicted[static_cast<size_t>(r)]) /
+              (1 + std::abs(rest_predicted[static_cast<size_t>(r)]));
           same = error <= tolerance;
           cost = std::max(cost, error);
         }
@@ -330,8 +331,10 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
   const int32_t d = config.head_dim;
   const int32_t group = view.group;
   const int32_t vocab = table.vocab;
-  AttackResult query{.attack = "exact-scores", .target = "query tokens", .recovered = {}, .chance = {}};
-  AttackResult chunk{.attack = "exact-scores", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  AttackResult query{
+      .attack = "exact-scores", .target = "query tokens", .recovered = {}, .chance = {}};
+  AttackResult chunk{
+      .attack = "exact-scores", .target = "chunk tokens", .recovered = {}, .chance = {}};
   std::vector<int32_t> query_truth, chunk_truth;
   const int32_t last_step =
       std::min<int32_t>(decode_steps, static_cast<int32_t>(view.step_positions.size()) - 1);
@@ -424,9 +427,9 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
           std::vector<float> x;  // query heads rotated to (query position − key position)
           for (size_t p = 0; p < n; ++p) {
             for (int32_t h = 0; h < group; ++h) {
-              const std::vector<float> rotated = Rotated(
-                  *attacker.rope, q + static_cast<size_t>(h) * d, d,
-                  query_position - key.layout_positions[first + p]);
+              const std::vector<float> rotated =
+                  Rotated(*attacker.rope, q + static_cast<size_t>(h) * d, d,
+                          query_position - key.layout_positions[first + p]);
               x.insert(x.end(), rotated.begin(), rotated.end());
             }
           }
@@ -440,12 +443,11 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
                       y2[(p * group + static_cast<size_t>(h)) * vocab + static_cast<size_t>(t)] *
                       view.scale;
                 }
-                key_columns.Match(predicted.data(), attacker.tolerance,
-                                  [&](int32_t column, float cost) {
-                                    const std::lock_guard<std::mutex> lock(mutex);
-                                    guesses[static_cast<size_t>(column)].Offer(
-                                        static_cast<int32_t>(t), cost);
-                                  });
+                key_columns.Match(
+                    predicted.data(), attacker.tolerance, [&](int32_t column, float cost) {
+                      const std::lock_guard<std::mutex> lock(mutex);
+                      guesses[static_cast<size_t>(column)].Offer(static_cast<int32_t>(t), cost);
+                    });
               }
             }
           });
@@ -470,8 +472,10 @@ std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
   const int32_t d = config.head_dim;
   const int32_t half = d / 2;
   const int32_t vocab = table.vocab;
-  AttackResult by_value{.attack = "vocab-match-v", .target = "chunk tokens", .recovered = {}, .chance = {}};
-  AttackResult by_key{.attack = "vocab-match-k", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  AttackResult by_value{
+      .attack = "vocab-match-v", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  AttackResult by_key{
+      .attack = "vocab-match-k", .target = "chunk tokens", .recovered = {}, .chance = {}};
   std::vector<int32_t> truth;
   for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
     std::vector<float> value_table(static_cast<size_t>(vocab) * d);
@@ -479,7 +483,8 @@ std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
     for (int32_t t = 0; t < vocab; ++t) {
       const size_t at = (static_cast<size_t>(t) * config.n_kv_heads + kv_head) * d;
       SortedMagnitudes(&table.v[at], d, d, &value_table[static_cast<size_t>(t) * d]);
-      PairNorms(&table.k[at], d, config.rope_style, half, &key_table[static_cast<size_t>(t) * half]);
+      PairNorms(&table.k[at], d, config.rope_style, half,
+                &key_table[static_cast<size_t>(t) * half]);
     }
     std::vector<float> values, keys;
     std::vector<int32_t> head_truth;
@@ -520,9 +525,9 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
     const std::vector<int32_t>& positions = key.layout_positions;
     const bool one_run = !positions.empty() && positions.back() - positions.front() + 1 ==
                                                    static_cast<int32_t>(positions.size());
-    const std::vector<double> seen =
-        key.n_rows > key.dim && one_run ? RowLeverages(key.k.data(), key.n_rows, key.dim)
-                                        : std::vector<double>();
+    const std::vector<double> seen = key.n_rows > key.dim && one_run
+                                         ? RowLeverages(key.k.data(), key.n_rows, key.dim)
+                                         : std::vector<double>();
     if (!seen.empty()) {
       const std::vector<int32_t> seen_ranks = RanksOf(seen);
       // Candidates of the key's length, by distance of their sorted leverages.
@@ -555,7 +560,8 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
       }
     }
     for (int32_t i = 0; i < key.n_rows; ++i) {
-      guesses[static_cast<size_t>(i)].Score(key.row_token[static_cast<size_t>(i)], result.recovered);
+      guesses[static_cast<size_t>(i)].Score(key.row_token[static_cast<size_t>(i)],
+                                            result.recovered);
       truth.push_back(key.row_token[static_cast<size_t>(i)]);
     }
   }
@@ -566,7 +572,8 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
 AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
                                 const std::vector<CandidateChunk>& pool) {
   const size_t d = static_cast<size_t>(attacker.config->head_dim);
-  AttackResult result{.attack = "block-pairs", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  AttackResult result{
+      .attack = "block-pairs", .target = "chunk tokens", .recovered = {}, .chance = {}};
   std::vector<int32_t> truth;
   std::map<const ObservedKey*, std::vector<Guesses>> guesses;
   for (const ObservedKey& key : view.keys) guesses[&key].resize(static_cast<size_t>(key.n_rows));
@@ -647,8 +654,8 @@ AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowled
         const ObservedKey& key = by_row ? first : second;
         const size_t shift = offset + (by_row ? 0 : d);
         for (size_t i = 0; i < d; ++i) {
-          const std::vector<double> seen = by_row ? SortedMagnitudes(&m[i * d], d, 1)
-                                                  : SortedMagnitudes(&m[i], d, d);
+          const std::vector<double> seen =
+              by_row ? SortedMagnitudes(&m[i * d], d, 1) : SortedMagnitudes(&m[i], d, d);
           size_t best = 0;
           double best_distance = 0;
           for (size_t t = 0; t < d; ++t) {
@@ -659,8 +666,7 @@ AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowled
               best_distance = distance;
             }
           }
-          guesses[&key][i].Offer(pool[c].tokens[shift + best],
-                                 static_cast<float>(ranked[j].first));
+          guesses[&key][i].Offer(pool[c].tokens[shift + best], static_cast<float>(ranked[j].first));
         }
       }
     }
@@ -683,7 +689,8 @@ AttackResult RunOwnerQueryMatching(const ObservedLayer& plain_view,
   const int32_t d = config.head_dim;
   const int32_t group = plain_view.group;
   const int32_t vocab = table.vocab;
-  AttackResult result{.attack = "owner-query", .target = "query tokens", .recovered = {}, .chance = {}};
+  AttackResult result{
+      .attack = "owner-query", .target = "query tokens", .recovered = {}, .chance = {}};
   std::vector<int32_t> truth;
   for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
     const ObservedKey* key = nullptr;
@@ -719,8 +726,8 @@ AttackResult RunOwnerQueryMatching(const ObservedLayer& plain_view,
         Products(queries, int64_t{vocab} * group, d, x.data(), n_rows, y.data(), *attacker.pool);
         for (int64_t r = 0; r < n_rows; ++r) {
           for (int64_t c = 0; c < int64_t{vocab} * group; ++c) {
-            const float distance = norms[static_cast<size_t>(c)] -
-                                   2 * y[static_cast<size_t>(r * vocab * group + c)];
+            const float distance =
+                norms[static_cast<size_t>(c)] - 2 * y[static_cast<size_t>(r * vocab * group + c)];
             guesses[static_cast<size_t>(r)].Offer(static_cast<int32_t>(c / group), distance);
           }
         }

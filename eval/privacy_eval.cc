@@ -71,8 +71,9 @@ std::vector<SettingResult> SweptSettings(bool smoke) {
     }
   }
   const auto fedrag = [&](v1::KeyScope scope, v1::Mixer mixer, uint32_t n, v1::ProtectMode mode) {
-    const std::string protect_mode =
-        n == 0 ? "none" : mode == v1::PROTECT_MODE_SKIP ? "skip" : "owner";
+    const std::string protect_mode = n == 0                          ? "none"
+                                     : mode == v1::PROTECT_MODE_SKIP ? "skip"
+                                                                     : "owner";
     const std::string name =
         StrCat("fedrag ", ScopeName(scope), " ", mixer == v1::MIXER_DENSE ? "dense" : "sphps",
                " protect ", n, n == 0 ? "" : StrCat(" ", protect_mode));
@@ -258,10 +259,11 @@ absl::Status WriteReports(const PrivacyEvalOptions& options, const PrivacyEvalRe
     const SettingResult& setting = result.settings[s];
     json << "    {\"name\": \"" << JsonEscape(setting.setting.name) << "\", \"protect_mode\": \""
          << setting.protect_mode << "\", \"layer\": " << setting.setting.privacy.protect_layers()
-         << absl::StrFormat(", \"perplexity\": %.6g, \"reference_perplexity\": %.6g, "
-                            "\"bytes_per_token\": %.6g, \"ms_per_token\": %.6g",
-                            setting.perplexity, setting.reference_perplexity,
-                            setting.bytes_per_token, setting.ms_per_token)
+         << absl::StrFormat(
+                ", \"perplexity\": %.6g, \"reference_perplexity\": %.6g, "
+                "\"bytes_per_token\": %.6g, \"ms_per_token\": %.6g",
+                setting.perplexity, setting.reference_perplexity, setting.bytes_per_token,
+                setting.ms_per_token)
          << ", \"attacks\": [";
     for (size_t a = 0; a < setting.attacks.size(); ++a) {
       const AttackResult& attack = setting.attacks[a];
@@ -271,13 +273,12 @@ absl::Status WriteReports(const PrivacyEvalOptions& options, const PrivacyEvalRe
                   "\"top5\": %d, \"chance_top1\": %d, \"chance_top5\": %d}",
                   attack.attack, attack.target, attack.recovered.n, attack.recovered.top1,
                   attack.recovered.top5, attack.chance.top1, attack.chance.top5);
-      csv << absl::StrFormat("\"%s\",%s,%d,%s,%s,%d,%d,%d,%d,%d,%.6g,%.6g,%.6g,%.6g\n",
-                             setting.setting.name, setting.protect_mode,
-                             setting.setting.privacy.protect_layers(), attack.attack,
-                             attack.target, attack.recovered.n, attack.recovered.top1,
-                             attack.recovered.top5, attack.chance.top1, attack.chance.top5,
-                             setting.perplexity, setting.reference_perplexity,
-                             setting.bytes_per_token, setting.ms_per_token);
+      csv << absl::StrFormat(
+          "\"%s\",%s,%d,%s,%s,%d,%d,%d,%d,%d,%.6g,%.6g,%.6g,%.6g\n", setting.setting.name,
+          setting.protect_mode, setting.setting.privacy.protect_layers(), attack.attack,
+          attack.target, attack.recovered.n, attack.recovered.top1, attack.recovered.top5,
+          attack.chance.top1, attack.chance.top5, setting.perplexity, setting.reference_perplexity,
+          setting.bytes_per_token, setting.ms_per_token);
     }
     json << "]}" << (s + 1 < result.settings.size() ? "," : "") << "\n";
   }
@@ -291,19 +292,20 @@ absl::Status WriteReports(const PrivacyEvalOptions& options, const PrivacyEvalRe
 }
 
 void PrintTable(const PrivacyEvalResult& result, int n_questions, std::ostream& out) {
-  out << absl::StrFormat(
-      "# Privacy of FedRAG: tokens recovered by each attack (%d questions)\n\n", n_questions);
+  out << absl::StrFormat("# Privacy of FedRAG: tokens recovered by each attack (%d questions)\n\n",
+                         n_questions);
   out << "| setting | layer seen | attack | target | rows | top-1 % | top-5 % | chance top-1 % | "
          "chance top-5 % | perplexity (ref) | bytes/token | ms/token |\n"
          "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const SettingResult& setting : result.settings) {
     for (const AttackResult& attack : setting.attacks) {
-      out << absl::StrFormat(
-          "| %s | %d | %s | %s | %d | %.1f | %.1f | %.1f | %.1f | ", setting.setting.name,
-          setting.setting.privacy.protect_layers(), attack.attack, attack.target,
-          attack.recovered.n, Percent(attack.recovered.top1, attack.recovered.n),
-          Percent(attack.recovered.top5, attack.recovered.n),
-          Percent(attack.chance.top1, attack.chance.n), Percent(attack.chance.top5, attack.chance.n));
+      out << absl::StrFormat("| %s | %d | %s | %s | %d | %.1f | %.1f | %.1f | %.1f | ",
+                             setting.setting.name, setting.setting.privacy.protect_layers(),
+                             attack.attack, attack.target, attack.recovered.n,
+                             Percent(attack.recovered.top1, attack.recovered.n),
+                             Percent(attack.recovered.top5, attack.recovered.n),
+                             Percent(attack.chance.top1, attack.chance.n),
+                             Percent(attack.chance.top5, attack.chance.n));
       if (setting.perplexity >= 0) {
         out << absl::StrFormat("%.3f (%.3f) | %.0f | %.1f |\n", setting.perplexity,
                                setting.reference_perplexity, setting.bytes_per_token,
@@ -313,8 +315,8 @@ void PrintTable(const PrivacyEvalResult& result, int n_questions, std::ostream& 
       }
     }
   }
-  out << "\nDefault: " << (result.chosen_default.empty() ? "none" : result.chosen_default)
-      << " — " << result.default_reason << "\n";
+  out << "\nDefault: " << (result.chosen_default.empty() ? "none" : result.chosen_default) << " — "
+      << result.default_reason << "\n";
 }
 
 // The attack corpus (the FAQ in one store; each session deals its chunks to three owners) and
@@ -424,9 +426,10 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
       }
     }
     if (tokens == 0) return absl::InternalError("no gold-answer token was scored");
-    return CostFigures{.perplexity = std::exp(-logprob / static_cast<double>(tokens)),
-                       .bytes_per_token = static_cast<double>(bytes) / static_cast<double>(tokens),
-                       .ms_per_token = decode_tokens > 0 ? decode_ms / static_cast<double>(decode_tokens) : 0};
+    return CostFigures{
+        .perplexity = std::exp(-logprob / static_cast<double>(tokens)),
+        .bytes_per_token = static_cast<double>(bytes) / static_cast<double>(tokens),
+        .ms_per_token = decode_tokens > 0 ? decode_ms / static_cast<double>(decode_tokens) : 0};
   };
   SILO_ASSIGN_OR_RETURN(const CostFigures reference,
                         run(v1::GENERATION_MODE_CENTRALIZED, v1::PrivacySettings()));
@@ -443,7 +446,9 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
     setting.reference_perplexity = reference.perplexity;
     setting.bytes_per_token = cost->bytes_per_token;
     setting.ms_per_token = cost->ms_per_token;
-    log << "  " << setting.setting.name << absl::StrFormat(": perplexity %.4f, %.0f B/token, %.1f ms/token\n", cost->perplexity, cost->bytes_per_token, cost->ms_per_token);
+    log << "  " << setting.setting.name
+        << absl::StrFormat(": perplexity %.4f, %.0f B/token, %.1f ms/token\n", cost->perplexity,
+                           cost->bytes_per_token, cost->ms_per_token);
   }
   return absl::OkStatus();
 }
@@ -497,8 +502,7 @@ absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::s
         for (int32_t i = 0; i < key.n_rows; ++i) {
           for (const std::vector<float>* tensor : {&key.k, &key.v}) {
             for (int32_t c = 0; c < key.dim; ++c) {
-              const uint16_t half =
-                  FloatToHalf((*tensor)[static_cast<size_t>(i) * key.dim + c]);
+              const uint16_t half = FloatToHalf((*tensor)[static_cast<size_t>(i) * key.dim + c]);
               view.rows.write(reinterpret_cast<const char*>(&half), 2);
             }
           }
@@ -515,9 +519,9 @@ absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::s
     }
   }
   std::ofstream meta(fs::path(dir) / "meta.json");
-  meta << "{\"dim\": " << dim << ", \"vocab\": "
-       << corpus.base->decoder().model().config().vocab_size << ", \"sessions\": " << n_questions
-       << ", \"views\": [";
+  meta << "{\"dim\": " << dim
+       << ", \"vocab\": " << corpus.base->decoder().model().config().vocab_size
+       << ", \"sessions\": " << n_questions << ", \"views\": [";
   for (size_t v = 0; v < views.size(); ++v) {
     views[v].rows.close();
     meta << (v == 0 ? "" : ", ") << "{\"name\": \"" << views[v].name
@@ -586,27 +590,27 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
   // keys at each attacked layer, prefilled alone as owners do.
   start = absl::Now();
   std::vector<std::vector<CandidateChunk>> chunk_pool(layers.size());  // [layer index][chunk]
-  SILO_RETURN_IF_ERROR(
-      base->store()
-          .ForEachChunk([&](const retrieval::ChunkRecord& chunk) -> absl::Status {
-            const std::vector<int32_t> tokens = prompts.EncodeChunk(chunk.text);
-            SILO_ASSIGN_OR_RETURN(const engine::KvShard shard,
-                                  engine::PrefillKvShard(transformer, tokens));
-            for (size_t l = 0; l < layers.size(); ++l) {
-              CandidateChunk& candidate = chunk_pool[l].emplace_back();
-              candidate.tokens = tokens;
-              for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
-                const int64_t at = shard.Offset(layers[l], kv_head, 0);
-                std::vector<float>& keys = candidate.keys.emplace_back(
-                    static_cast<size_t>(shard.n_tokens) * static_cast<size_t>(config.head_dim));
-                for (size_t i = 0; i < keys.size(); ++i) {
-                  keys[i] = HalfToFloat(shard.k[static_cast<size_t>(at) + i]);
-                }
-              }
-            }
-            return absl::OkStatus();
-          })
-          .status());
+  SILO_RETURN_IF_ERROR(base->store()
+                           .ForEachChunk([&](const retrieval::ChunkRecord& chunk) -> absl::Status {
+                             const std::vector<int32_t> tokens = prompts.EncodeChunk(chunk.text);
+                             SILO_ASSIGN_OR_RETURN(const engine::KvShard shard,
+                                                   engine::PrefillKvShard(transformer, tokens));
+                             for (size_t l = 0; l < layers.size(); ++l) {
+                               CandidateChunk& candidate = chunk_pool[l].emplace_back();
+                               candidate.tokens = tokens;
+                               for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
+                                 const int64_t at = shard.Offset(layers[l], kv_head, 0);
+                                 std::vector<float>& keys = candidate.keys.emplace_back(
+                                     static_cast<size_t>(shard.n_tokens) *
+                                     static_cast<size_t>(config.head_dim));
+                                 for (size_t i = 0; i < keys.size(); ++i) {
+                                   keys[i] = HalfToFloat(shard.k[static_cast<size_t>(at) + i]);
+                                 }
+                               }
+                             }
+                             return absl::OkStatus();
+                           })
+                           .status());
   log << "linear-invariants pool: " << chunk_pool[0].size() << " chunks prefilled in "
       << absl::ToDoubleSeconds(absl::Now() - start) << " s\n";
 
@@ -637,7 +641,8 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
       std::vector<std::pair<float, size_t>> ranked;
       for (size_t i = 0; i < pool_sentences.size(); ++i) {
         float dot = 0;
-        for (size_t c = 0; c < embedding_dim; ++c) dot += seen[c] * pool_embeddings[i * embedding_dim + c];
+        for (size_t c = 0; c < embedding_dim; ++c)
+          dot += seen[c] * pool_embeddings[i * embedding_dim + c];
         ranked.emplace_back(-dot, i);
       }
       std::partial_sort(ranked.begin(), ranked.begin() + std::min<size_t>(5, ranked.size()),
@@ -650,7 +655,8 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
         ++inversion.recovered.top5;
       }
     }
-    ObserverSetting owner_sees{.name = "owner", .kind = ViewKind::kPlaintext, .privacy = {}, .wire = v1::DTYPE_F32};
+    ObserverSetting owner_sees{
+        .name = "owner", .kind = ViewKind::kPlaintext, .privacy = {}, .wire = v1::DTYPE_F32};
     owner_sees.privacy.set_protect_layers(0);
     SILO_ASSIGN_OR_RETURN(const ObservedLayer plain0, ObserveLayer(states, owner_sees, 7));
     attacker.table = &tables[0];

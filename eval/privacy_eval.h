@@ -48,8 +48,8 @@ struct PrivacyEvalOptions {
   bool smoke = false;    // baselines, the published setting, the default and OWNER only
   std::string only;      // when set, only the settings whose name contains it
   bool measure_cost = true;
-  int cost_questions = 5;  // per setting, end to end
-  int cost_tokens = 32;    // gold-answer tokens scored per question
+  int cost_questions = 5;     // per setting, end to end
+  int cost_tokens = 32;       // gold-answer tokens scored per question
   int embedding_pool = 2000;  // sentences in the embedding-inversion pool (FAQ questions first)
 };
 

@@ -84,7 +84,8 @@ uint32_t Crc32(std::string_view bytes) {
 }
 
 void PutU32(std::string& out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((v >> shift) & 0xff));
+  for (int shift = 24; shift >= 0; shift -= 8)
+    out.push_back(static_cast<char>((v >> shift) & 0xff));
 }
 
 void Chunk(std::string& png, std::string_view type, std::string_view data) {
@@ -133,8 +134,9 @@ void Canvas::Text(int32_t x, int32_t y, std::string_view text, uint32_t rgb) {
     const auto found = Glyphs().find(c);
     for (int32_t row = 0; row < 7; ++row) {
       for (int32_t col = 0; col < 5; ++col) {
-        const bool lit = found == Glyphs().end() ? (row == 0 || row == 6 || col == 0 || col == 4)
-                                                 : found->second[static_cast<size_t>(row)][col] == '#';
+        const bool lit = found == Glyphs().end()
+                             ? (row == 0 || row == 6 || col == 0 || col == 4)
+                             : found->second[static_cast<size_t>(row)][col] == '#';
         if (lit) Fill(x + col, y + row, 1, 1, rgb);
       }
     }
@@ -189,8 +191,8 @@ absl::Status WritePrivacyPlots(const PrivacyEvalResult& result, const std::strin
     }
   }
   const auto color = [&](const std::string& label) {
-    const size_t i = static_cast<size_t>(std::find(attacks.begin(), attacks.end(), label) -
-                                         attacks.begin());
+    const size_t i =
+        static_cast<size_t>(std::find(attacks.begin(), attacks.end(), label) - attacks.begin());
     return kPalette[i % kPalette.size()];
   };
 
@@ -217,8 +219,8 @@ absl::Status WritePrivacyPlots(const PrivacyEvalResult& result, const std::strin
     const int32_t y = top + band * static_cast<int32_t>(s);
     recovery.Text(8, y + band / 2 - 4, setting.setting.name, 0x000000);
     for (const AttackResult& attack : setting.attacks) {
-      const auto a = static_cast<int32_t>(
-          std::find(attacks.begin(), attacks.end(), Label(attack)) - attacks.begin());
+      const auto a = static_cast<int32_t>(std::find(attacks.begin(), attacks.end(), Label(attack)) -
+                                          attacks.begin());
       const int32_t bar_y = y + 4 + a * kBar;
       const double recovered = Percent(attack.recovered.top1, attack.recovered.n);
       recovery.Fill(kLeft, bar_y, static_cast<int32_t>(kBarWidth * recovered / 100), kBar - 1,
@@ -238,8 +240,11 @@ absl::Status WritePrivacyPlots(const PrivacyEvalResult& result, const std::strin
   constexpr int32_t kPlot = 400, kMargin = 60;
   const int32_t list_height = 12 * static_cast<int32_t>(measured.size()) + 20;
   Canvas frontier(kMargin * 2 + kPlot + 330, std::max(kPlot + 2 * kMargin, list_height + 40));
-  frontier.Text(10, 8, "privacy-utility frontier: strongest controlled attack top-1 minus chance (points) vs "
-                       "perplexity cost (%, gains at 0)", 0x000000);
+  frontier.Text(
+      10, 8,
+      "privacy-utility frontier: strongest controlled attack top-1 minus chance (points) vs "
+      "perplexity cost (%, gains at 0)",
+      0x000000);
   double max_cost = 1.0;
   for (const SettingResult* setting : measured) {
     max_cost = std::max(max_cost, 100 * (setting->perplexity / setting->reference_perplexity - 1));
@@ -249,8 +254,8 @@ absl::Status WritePrivacyPlots(const PrivacyEvalResult& result, const std::strin
   frontier.Line(x0, y0, x0, y0 - kPlot, 0x000000);
   for (int32_t tick = 0; tick <= 4; ++tick) {
     frontier.Text(x0 - 30, y0 - kPlot * tick / 4 - 3, StrCat(25 * tick), 0x000000);
-    frontier.Text(x0 + kPlot * tick / 4 - 10, y0 + 8,
-                  absl::StrFormat("%.1f", max_cost * tick / 4), 0x000000);
+    frontier.Text(x0 + kPlot * tick / 4 - 10, y0 + 8, absl::StrFormat("%.1f", max_cost * tick / 4),
+                  0x000000);
   }
   for (size_t i = 0; i < measured.size(); ++i) {
     const SettingResult& setting = *measured[i];

@@ -103,7 +103,8 @@ std::vector<int32_t> PlainSessionStates::StepTokens(int32_t step) const {
 }
 
 std::vector<int32_t> PlainSessionStates::StepPositions(int32_t step) const {
-  const int32_t first = step == 0 ? suffix_start : suffix_start + static_cast<int32_t>(suffix.size()) + step - 1;
+  const int32_t first =
+      step == 0 ? suffix_start : suffix_start + static_cast<int32_t>(suffix.size()) + step - 1;
   std::vector<int32_t> positions(step == 0 ? suffix.size() : 1);
   std::iota(positions.begin(), positions.end(), first);
   return positions;
@@ -148,9 +149,10 @@ absl::StatusOr<PlainSessionStates> RecordPlainSession(engine::Transformer& trans
 
   const size_t n_layers = options.layers.size();
   const size_t d = static_cast<size_t>(config.head_dim);
-  states.k.assign(n_layers, std::vector<std::vector<std::vector<float>>>(
-                                static_cast<size_t>(states.n_owners),
-                                std::vector<std::vector<float>>(static_cast<size_t>(config.n_kv_heads))));
+  states.k.assign(n_layers,
+                  std::vector<std::vector<std::vector<float>>>(
+                      static_cast<size_t>(states.n_owners),
+                      std::vector<std::vector<float>>(static_cast<size_t>(config.n_kv_heads))));
   states.v = states.k;
   states.q.assign(n_layers, {});
   int32_t position = states.prefix_tokens;
@@ -173,8 +175,10 @@ absl::StatusOr<PlainSessionStates> RecordPlainSession(engine::Transformer& trans
         }
         transformer.rope().Rotate(positions.data(), static_cast<int64_t>(tokens.size()), 1,
                                   k.data());
-        std::vector<float>& owner_k = states.k[l][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
-        std::vector<float>& owner_v = states.v[l][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
+        std::vector<float>& owner_k =
+            states.k[l][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
+        std::vector<float>& owner_v =
+            states.v[l][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
         owner_k.insert(owner_k.end(), k.begin(), k.end());
         owner_v.insert(owner_v.end(), v.begin(), v.end());
       }
@@ -241,7 +245,8 @@ absl::StatusOr<std::vector<TokenAloneTable>> ComputeTokenAloneTables(
                        .capture = &shards[static_cast<size_t>(i)]});
     }
     SILO_RETURN_IF_ERROR(transformer.Forward(batch, cache, logits));
-    for (const engine::SequenceInput& input : batch) SILO_RETURN_IF_ERROR(cache.Free(input.sequence));
+    for (const engine::SequenceInput& input : batch)
+      SILO_RETURN_IF_ERROR(cache.Free(input.sequence));
     for (size_t l = 0; l < layers.size(); ++l) {
       for (int32_t i = 0; i < n; ++i) {
         const engine::KvShard& shard = shards[static_cast<size_t>(i)];
@@ -249,7 +254,8 @@ absl::StatusOr<std::vector<TokenAloneTable>> ComputeTokenAloneTables(
         for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
           const int64_t at = shard.Offset(layers[l], kv_head, 0);
           for (size_t j = 0; j < static_cast<size_t>(config.head_dim); ++j) {
-            const size_t to = out + static_cast<size_t>(kv_head) * static_cast<size_t>(config.head_dim) + j;
+            const size_t to =
+                out + static_cast<size_t>(kv_head) * static_cast<size_t>(config.head_dim) + j;
             tables[l].k[to] = HalfToFloat(shard.k[static_cast<size_t>(at) + j]);
             tables[l].v[to] = HalfToFloat(shard.v[static_cast<size_t>(at) + j]);
           }

@@ -151,8 +151,10 @@ absl::StatusOr<ObservedLayer> ObserveLayer(const PlainSessionStates& states,
       SILO_ASSIGN_OR_RETURN(scrambler, node::FedRagScrambler::Create(secret, std::move(options)));
     }
     for (int32_t kv_head = 0; kv_head < states.n_kv_heads; ++kv_head) {
-      const std::vector<float>& k = states.k[li][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
-      const std::vector<float>& v = states.v[li][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
+      const std::vector<float>& k =
+          states.k[li][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
+      const std::vector<float>& v =
+          states.v[li][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
       auto truth = [&](ObservedKey& key, int32_t row_begin, const std::vector<int32_t>& order) {
         for (const int32_t row : order) {
           key.row_token.push_back(tokens[static_cast<size_t>(row_begin + row)]);

@@ -40,9 +40,9 @@ struct ObserverSetting {
 struct ObservedKey {
   int32_t owner = 0, kv_head = 0, key_index = 0;
   int32_t n_rows = 0, dim = 0;
-  std::vector<float> k, v;               // [n_rows, dim], decoded from the wire
+  std::vector<float> k, v;                // [n_rows, dim], decoded from the wire
   std::vector<int32_t> layout_positions;  // the key's virtual positions, ascending (see below)
-  std::vector<std::vector<float>> q;     // [step]: [query rows, dim] as received
+  std::vector<std::vector<float>> q;      // [step]: [query rows, dim] as received
   // Ground truth, for scoring only: token and position of each received row.
   std::vector<int32_t> row_token, row_position;
 };
@@ -52,7 +52,7 @@ struct ObservedKey {
 // row counts and the prompt template, and granting it makes the attacks stronger, not weaker.
 struct ObservedLayer {
   int32_t layer = 0;
-  float scale = 0;  // of the scores, 1/sqrt(head_dim)
+  float scale = 0;    // of the scores, 1/sqrt(head_dim)
   int32_t group = 0;  // query heads per KV head
   std::vector<ObservedKey> keys;
   std::vector<std::vector<int32_t>> step_positions;  // [step]: query tokens' positions

@@ -268,7 +268,7 @@ absl::StatusOr<v1::HeadQuery> FedRagScrambler::ScrambleQuery(uint32_t owner_inde
 }
 
 absl::StatusOr<std::vector<int32_t>> FedRagScrambler::RowOrder(uint32_t layer, uint32_t kv_head,
-                                                              int32_t key_index) const {
+                                                               int32_t key_index) const {
   SILO_ASSIGN_OR_RETURN(const std::shared_ptr<const KeyScramblers> keys,
                         ScramblersOf(layer, kv_head, key_index));
   return keys->perm;

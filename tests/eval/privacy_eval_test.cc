@@ -38,7 +38,8 @@ TEST(PrivacyEval, AttacksBreakTheBaselinesAndTheDefaultStaysAtChance) {
   const fs::path docs = dir.path() / "docs";
   fs::create_directories(docs / "faq");
   fs::create_directories(docs / "tutorial");
-  for (const char* name : {"gui.rst.txt", "installed.rst.txt", "windows.rst.txt", "index.rst.txt"}) {
+  for (const char* name :
+       {"gui.rst.txt", "installed.rst.txt", "windows.rst.txt", "index.rst.txt"}) {
     fs::copy_file(fs::path(kSources) / "faq" / name, docs / "faq" / name);
   }
   fs::copy_file(fs::path(kSources) / "tutorial" / "appetite.rst.txt",
@@ -114,8 +115,8 @@ TEST(PrivacyEval, AttacksBreakTheBaselinesAndTheDefaultStaysAtChance) {
   EXPECT_LE(chosen->perplexity / chosen->reference_perplexity - 1, 0.01);
 
   // The reports are written.
-  for (const char* name : {"privacy.json", "privacy.csv", "privacy.md", "recovery.png",
-                           "frontier.png"}) {
+  for (const char* name :
+       {"privacy.json", "privacy.csv", "privacy.md", "recovery.png", "frontier.png"}) {
     EXPECT_GT(fs::file_size(fs::path(options.out_dir) / name), 100u) << name;
   }
   std::ifstream png(fs::path(options.out_dir) / "recovery.png", std::ios::binary);
