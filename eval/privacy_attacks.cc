@@ -166,8 +166,13 @@ void SortedMagnitudes(const float* x, int32_t dim, int32_t keep, float* out) {
 void PairNorms(const float* x, int32_t dim, engine::RopeStyle style, int32_t keep, float* out) {
   std::vector<float> norms(static_cast<size_t>(dim / 2));
   for (int32_t i = 0; i < dim / 2; ++i) {
-    const float a = style == engine::RopeStyle::kAdjacentPairs ? x[2 * i] : x[i];
-    const float b = style == engine::RopeStyle::kAdjacentPairs ? x[2 * i + 1] : x[i + dim / 2];
+    const size_t first = style == engine::RopeStyle::kAdjacentPairs ? 2 * static_cast<size_t>(i)
+                                                                    : static_cast<size_t>(i);
+    const size_t second = style == engine::RopeStyle::kAdjacentPairs
+                              ? first + 1
+                              : static_cast<size_t>(i) + static_cast<size_t>(dim / 2);
+    const float a = x[first];
+    const float b = x[second];
     norms[static_cast<size_t>(i)] = std::sqrt(a * a + b * b);
   }
   SortedMagnitudes(norms.data(), dim / 2, keep, out);

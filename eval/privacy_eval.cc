@@ -118,9 +118,11 @@ absl::StatusOr<std::vector<int32_t>> PublicTokensByFrequency(const engine::Token
   std::map<int32_t, int64_t> counts;
   for (const int32_t token : tokenizer.Encode(text.str(), /*parse_special=*/false)) ++counts[token];
   std::vector<std::pair<int64_t, int32_t>> ranked;
+  ranked.reserve(counts.size());
   for (const auto& [token, count] : counts) ranked.emplace_back(-count, token);
   std::sort(ranked.begin(), ranked.end());
   std::vector<int32_t> tokens;
+  tokens.reserve(ranked.size());
   for (const auto& [count, token] : ranked) tokens.push_back(token);
   return tokens;
 }
@@ -147,6 +149,7 @@ double Percent(int64_t part, int64_t whole) { return whole > 0 ? 100.0 * part / 
 std::vector<std::string> SentencePool(const std::vector<FaqQuestion>& faq,
                                       const std::string& docs_dir, size_t limit) {
   std::vector<std::string> pool;
+  pool.reserve(faq.size());
   for (const FaqQuestion& question : faq) pool.push_back(question.question);
   std::vector<fs::path> files;
   std::error_code error;
@@ -368,6 +371,7 @@ struct AttackCorpus {
     SILO_ASSIGN_OR_RETURN(const std::vector<retrieval::SearchHit> hits,
                           base->Search(question.question, top_k));
     std::vector<std::string> chunks;
+    chunks.reserve(hits.size());
     for (const retrieval::SearchHit& hit : hits) chunks.push_back(hit.text);
     PlainSessionOptions session_options;
     session_options.decode_steps = decode_steps;
@@ -494,8 +498,9 @@ absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::s
                           corpus.Record(question, options.top_k, 1, {0, 1}));
     for (size_t v = 0; v < views.size(); ++v) {
       View& view = views[v];
-      SILO_ASSIGN_OR_RETURN(const ObservedLayer observed,
-                            ObserveLayer(states, view.setting, 7919 * q + v));
+      SILO_ASSIGN_OR_RETURN(
+          const ObservedLayer observed,
+          ObserveLayer(states, view.setting, 7919 * static_cast<uint64_t>(q) + v));
       for (const ObservedKey& key : observed.keys) {
         dim = key.dim;
         const std::vector<double> leverages = RowLeverages(key.k.data(), key.n_rows, key.dim);
@@ -669,8 +674,9 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
           static_cast<size_t>(std::find(layers.begin(), layers.end(), layer) - layers.begin());
       attacker.table = &tables[layer_index];
       start = absl::Now();
-      SILO_ASSIGN_OR_RETURN(const ObservedLayer view,
-                            ObserveLayer(states, setting.setting, 1000 * q + s));
+      SILO_ASSIGN_OR_RETURN(
+          const ObservedLayer view,
+          ObserveLayer(states, setting.setting, 1000 * static_cast<uint64_t>(q) + s));
       const absl::Time observed = absl::Now();
       Accumulate(RunExactScoreAttack(view, attacker, options.score_steps), setting.attacks);
       const absl::Time scored = absl::Now();

@@ -122,8 +122,9 @@ absl::StatusOr<ObservedLayer> ObserveLayer(const PlainSessionStates& states,
       std::vector<int32_t>& tokens = view.q_row_token[step].emplace_back();
       std::vector<int32_t>& heads = view.q_row_head[step].emplace_back();
       for (size_t i = 0; i < order.size(); ++i) {
-        const size_t token = static_cast<size_t>(order[i] / group);
-        const size_t head = static_cast<size_t>(kv_head * group + order[i] % group);
+        const auto token = static_cast<size_t>(order[i] / group);
+        const auto head = static_cast<size_t>(kv_head) * static_cast<size_t>(group) +
+                          static_cast<size_t>(order[i] % group);
         std::memcpy(&received[i * d], &q[(token * states.n_heads + head) * d], d * sizeof(float));
         tokens.push_back(static_cast<int32_t>(token));
         heads.push_back(order[i] % group);
@@ -157,8 +158,9 @@ absl::StatusOr<ObservedLayer> ObserveLayer(const PlainSessionStates& states,
           states.v[li][static_cast<size_t>(owner)][static_cast<size_t>(kv_head)];
       auto truth = [&](ObservedKey& key, int32_t row_begin, const std::vector<int32_t>& order) {
         for (const int32_t row : order) {
-          key.row_token.push_back(tokens[static_cast<size_t>(row_begin + row)]);
-          key.row_position.push_back(positions[static_cast<size_t>(row_begin + row)]);
+          const size_t at = static_cast<size_t>(row_begin) + static_cast<size_t>(row);
+          key.row_token.push_back(tokens[at]);
+          key.row_position.push_back(positions[at]);
         }
         key.layout_positions = key.row_position;
         std::sort(key.layout_positions.begin(), key.layout_positions.end());

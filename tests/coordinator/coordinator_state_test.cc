@@ -56,6 +56,7 @@ void WithRawDb(const std::string& path,
   std::vector<std::string> names;
   ASSERT_TRUE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names).ok());
   std::vector<rocksdb::ColumnFamilyDescriptor> descriptors;
+  descriptors.reserve(names.size());
   for (const std::string& name : names) {
     descriptors.emplace_back(name, rocksdb::ColumnFamilyOptions());
   }
@@ -108,6 +109,7 @@ v1::PlaceSessionRequest Request(v1::GenerationMode mode, const std::string& quer
 
 std::vector<std::string> Ids(const std::vector<v1::NodeStatus>& nodes) {
   std::vector<std::string> ids;
+  ids.reserve(nodes.size());
   for (const v1::NodeStatus& node : nodes) ids.push_back(node.node().node_id());
   return ids;
 }
@@ -120,6 +122,7 @@ std::vector<std::string> Ids(const v1::Placement& placement) {
 
 std::vector<std::string> Queriers(const std::vector<v1::SessionRecord>& sessions) {
   std::vector<std::string> ids;
+  ids.reserve(sessions.size());
   for (const v1::SessionRecord& record : sessions) {
     ids.push_back(record.placement().querier_node_id());
   }
@@ -128,6 +131,7 @@ std::vector<std::string> Queriers(const std::vector<v1::SessionRecord>& sessions
 
 std::vector<std::string> LinkNames(const std::vector<v1::NetworkLink>& links) {
   std::vector<std::string> names;
+  names.reserve(links.size());
   for (const v1::NetworkLink& link : links) {
     names.push_back(StrCat(link.from_node_id(), ">", link.to_node_id()));
   }
@@ -972,6 +976,7 @@ TEST_F(CoordinatorStateTest, ConcurrentCallsLoseNothing) {
   constexpr int kRounds = 25;
   for (int t = 0; t < kThreads; ++t) Register(Node(StrCat("node-", t), v1::NODE_ROLE_INSTITUTION));
   std::vector<std::thread> threads;
+  threads.reserve(kThreads);
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([this, t] {
       std::mt19937_64 gen(static_cast<uint64_t>(t));
