@@ -115,6 +115,9 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
                             "Baselines, the published setting, the default and OWNER only");
   privacy_command->add_option("--only", privacy.only,
                               "Only the settings whose name contains this text");
+  std::string from_json;
+  privacy_command->add_option("--from-json", from_json,
+                              "Rewrite the reports of an earlier run's privacy.json (no attacks)");
   privacy_command->add_flag("--no-cost", no_cost, "Skip the end-to-end utility and cost runs");
   privacy_command->add_option("--cost-questions", privacy.cost_questions)->capture_default_str();
   privacy_command->add_option("--cost-tokens", privacy.cost_tokens)->capture_default_str();
@@ -149,7 +152,8 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   if (privacy_command->parsed()) {
     privacy.measure_cost = !no_cost;
     if (const absl::StatusOr<silo::eval::PrivacyEvalResult> result =
-            silo::eval::RunPrivacyEval(privacy, std::cout, std::cerr);
+            from_json.empty() ? silo::eval::RunPrivacyEval(privacy, std::cout, std::cerr)
+                              : silo::eval::RewritePrivacyReports(privacy, from_json, std::cout);
         !result.ok()) {
       std::cerr << "silo-eval privacy: " << result.status() << "\n";
       return 1;

@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/half.h"
+#include "common/json.h"
 #include "common/status_macros.h"
 #include "common/strings.h"
 #include "coordinator/coordinator_state.h"
@@ -185,10 +186,13 @@ std::string JsonEscape(std::string_view s) {
   return out;
 }
 
-// The default: the cheapest FedRAG setting (per-token latency) whose perplexity moves by at most
-// 1% and under which every attack the knobs control is at most chance + 1 point top-1. If none
-// is, the best trade-off: the cheapest such setting counting only the attacks that need no
-// document pool; failing that too, the one whose strongest attack exceeds chance the least.
+// The default, in this order of preference:
+//   1. the cheapest FedRAG setting (per-token latency) whose perplexity rises by at most 1% and
+//      under which every attack the knobs control is at most chance + 1 point top-1;
+//   2. a trade-off: among the settings that keep every attack needing only the open weights at
+//      most chance + 1 point, the one with the smallest perplexity cost (within 0.2 points of
+//      it, the cheapest);
+//   3. the setting whose strongest attack exceeds chance the least.
 void ChooseDefault(PrivacyEvalResult& result) {
   const auto excess = [](const SettingResult& setting, bool with_pool) {
     double most = 0;
@@ -201,47 +205,63 @@ void ChooseDefault(PrivacyEvalResult& result) {
     }
     return most;
   };
-  const auto cheapest = [&](bool with_pool) -> const SettingResult* {
-    const SettingResult* best = nullptr;
-    for (const SettingResult& setting : result.settings) {
-      if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
-      // A lower perplexity than the reference is no cost.
-      if (setting.perplexity / setting.reference_perplexity - 1.0 > 0.01) continue;
-      if (excess(setting, with_pool) > 1.0) continue;
-      if (best == nullptr || setting.ms_per_token < best->ms_per_token) best = &setting;
-    }
-    return best;
+  // A lower perplexity than the reference is no cost.
+  const auto cost = [](const SettingResult& setting) {
+    return std::max(0.0, 100 * (setting.perplexity / setting.reference_perplexity - 1.0));
   };
-  if (const SettingResult* chosen = cheapest(true)) {
-    result.chosen_default = chosen->setting.name;
+  std::vector<const SettingResult*> measured;
+  for (const SettingResult& setting : result.settings) {
+    if (setting.setting.kind == ViewKind::kFedRag && setting.perplexity >= 0) {
+      measured.push_back(&setting);
+    }
+  }
+  if (measured.empty()) {
+    result.default_reason = "not chosen: no setting has a measured utility cost";
+    return;
+  }
+  const auto cheapest = [](const std::vector<const SettingResult*>& settings) {
+    return *std::min_element(settings.begin(), settings.end(),
+                             [](const SettingResult* a, const SettingResult* b) {
+                               return a->ms_per_token < b->ms_per_token;
+                             });
+  };
+  std::vector<const SettingResult*> eligible;
+  for (const SettingResult* setting : measured) {
+    if (cost(*setting) <= 1.0 && excess(*setting, true) <= 1.0) eligible.push_back(setting);
+  }
+  if (!eligible.empty()) {
+    result.chosen_default = cheapest(eligible)->setting.name;
     result.default_reason =
         "the cheapest setting (per-token latency) within 1% perplexity under which every attack "
         "the knobs control is at most chance + 1 point top-1";
     return;
   }
-  if (const SettingResult* chosen = cheapest(false)) {
-    result.chosen_default = chosen->setting.name;
+  for (const SettingResult* setting : measured) {
+    if (excess(*setting, false) <= 1.0) eligible.push_back(setting);
+  }
+  if (!eligible.empty()) {
+    double least_cost = cost(*eligible.front());
+    for (const SettingResult* setting : eligible) least_cost = std::min(least_cost, cost(*setting));
+    std::erase_if(eligible,
+                  [&](const SettingResult* setting) { return cost(*setting) > least_cost + 0.2; });
+    const SettingResult& chosen = *cheapest(eligible);
+    result.chosen_default = chosen.setting.name;
     result.default_reason = absl::StrFormat(
-        "a trade-off: no setting keeps every attack at chance (the attacks holding a pool of the "
-        "documents recover up to %.1f points above chance under it); this is the cheapest "
-        "setting within 1%% perplexity that keeps every attack needing only the open weights "
-        "at most chance + 1 point top-1",
-        excess(*chosen, true));
+        "a trade-off, as no setting meets the thresholds: it keeps every attack that needs only "
+        "the open weights at most chance + 1 point top-1 at the smallest perplexity cost of such "
+        "settings (%.1f%%); attacks holding a pool of the documents still recover up to %.1f "
+        "points above chance under it",
+        cost(chosen), excess(chosen, true));
     return;
   }
-  const SettingResult* least = nullptr;
-  for (const SettingResult& setting : result.settings) {
-    if (setting.setting.kind != ViewKind::kFedRag || setting.perplexity < 0) continue;
-    if (least == nullptr || excess(setting, true) < excess(*least, true)) least = &setting;
-  }
-  if (least == nullptr) {
-    result.default_reason = "not chosen: no setting has a measured utility cost";
-    return;
+  const SettingResult* least = measured.front();
+  for (const SettingResult* setting : measured) {
+    if (excess(*setting, true) < excess(*least, true)) least = setting;
   }
   result.chosen_default = least->setting.name;
   result.default_reason = absl::StrFormat(
-      "a trade-off: no setting meets the thresholds; this one's strongest attack exceeds chance "
-      "the least (%.1f points top-1)",
+      "a trade-off, as no setting meets the thresholds: its strongest attack exceeds chance the "
+      "least (%.1f points top-1)",
       excess(*least, true));
 }
 
@@ -458,6 +478,54 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
 }
 
 }  // namespace
+
+absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions& options,
+                                                        const std::string& json_path,
+                                                        std::ostream& out) {
+  std::ifstream file(json_path);
+  if (!file) return absl::NotFoundError(StrCat("cannot read ", json_path));
+  std::stringstream text;
+  text << file.rdbuf();
+  SILO_ASSIGN_OR_RETURN(const JsonValue json, ParseJson(text.str()));
+  SILO_ASSIGN_OR_RETURN(const int64_t n_questions, json.GetInt("questions"));
+  SILO_ASSIGN_OR_RETURN(const JsonValue* settings, json.Get("settings"));
+  SILO_ASSIGN_OR_RETURN(const JsonValue::Array* list, settings->AsArray());
+  PrivacyEvalResult result;
+  for (const JsonValue& entry : *list) {
+    SettingResult& setting = result.settings.emplace_back();
+    SILO_ASSIGN_OR_RETURN(const std::string_view name, entry.GetString("name"));
+    setting.setting.name = std::string(name);
+    setting.setting.kind =
+        setting.setting.name.starts_with("fedrag") ? ViewKind::kFedRag : ViewKind::kPlaintext;
+    SILO_ASSIGN_OR_RETURN(const std::string_view mode, entry.GetString("protect_mode"));
+    setting.protect_mode = std::string(mode);
+    SILO_ASSIGN_OR_RETURN(const int64_t layer, entry.GetInt("layer"));
+    setting.setting.privacy.set_protect_layers(static_cast<uint32_t>(layer));
+    SILO_ASSIGN_OR_RETURN(setting.perplexity, entry.GetDouble("perplexity"));
+    SILO_ASSIGN_OR_RETURN(setting.reference_perplexity, entry.GetDouble("reference_perplexity"));
+    SILO_ASSIGN_OR_RETURN(setting.bytes_per_token, entry.GetDouble("bytes_per_token"));
+    SILO_ASSIGN_OR_RETURN(setting.ms_per_token, entry.GetDouble("ms_per_token"));
+    SILO_ASSIGN_OR_RETURN(const JsonValue* attacks, entry.Get("attacks"));
+    SILO_ASSIGN_OR_RETURN(const JsonValue::Array* attack_list, attacks->AsArray());
+    for (const JsonValue& item : *attack_list) {
+      AttackResult& attack = setting.attacks.emplace_back();
+      SILO_ASSIGN_OR_RETURN(const std::string_view attack_name, item.GetString("attack"));
+      SILO_ASSIGN_OR_RETURN(const std::string_view target, item.GetString("target"));
+      attack.attack = std::string(attack_name);
+      attack.target = std::string(target);
+      SILO_ASSIGN_OR_RETURN(attack.recovered.n, item.GetInt("rows"));
+      SILO_ASSIGN_OR_RETURN(attack.recovered.top1, item.GetInt("top1"));
+      SILO_ASSIGN_OR_RETURN(attack.recovered.top5, item.GetInt("top5"));
+      attack.chance.n = attack.recovered.n;
+      SILO_ASSIGN_OR_RETURN(attack.chance.top1, item.GetInt("chance_top1"));
+      SILO_ASSIGN_OR_RETURN(attack.chance.top5, item.GetInt("chance_top5"));
+    }
+  }
+  ChooseDefault(result);
+  PrintTable(result, static_cast<int>(n_questions), out);
+  SILO_RETURN_IF_ERROR(WriteReports(options, result, static_cast<int>(n_questions)));
+  return result;
+}
 
 absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::string& dir,
                                  int n_questions, std::ostream& log) {

@@ -68,6 +68,13 @@ struct PrivacyEvalResult {
   std::string default_reason;
 };
 
+// The reports of an earlier run again, from its privacy.json (attacks and costs as measured;
+// the default chosen anew, the reports written under options.out_dir and the table to `out`).
+// NotFound, or InvalidArgument for a file that is not such a report.
+absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions& options,
+                                                        const std::string& json_path,
+                                                        std::ostream& out);
+
 // Training data of attack 5 (learned inversion, DESIGN.md §6), which eval/learned_inversion.py
 // trains on the GPU machine: for `n_questions` sessions (FAQ questions, top_k chunks), every
 // chunk row the compute node receives under four views: plaintext and FedRAG (session scope,
