@@ -36,16 +36,10 @@ struct Sample {
 
 absl::StatusOr<Sample> Ask(LocalFederation& federation, const FedRagBenchOptions& options,
                            const std::string& question, v1::GenerationMode mode) {
-  v1::QueryRequest request;
-  request.set_question(question);
-  request.set_mode(mode);
-  request.set_querier_node_id(kLocalQuerier);
-  request.set_top_k(static_cast<uint32_t>(options.top_k));
-  request.set_max_tokens(static_cast<uint32_t>(options.max_tokens));
+  v1::QueryRequest request = LocalQueryRequest(question, mode, options.top_k, options.max_tokens);
   request.set_kv_mode(mode == v1::GENERATION_MODE_CENTRALIZED ? v1::KV_MODE_PREFILL
                                                               : v1::KV_MODE_POSITION_INDEPENDENT);
   request.set_kv_dtype(v1::DTYPE_F16);
-  request.set_owner_timeout_ms(10000);
   SILO_ASSIGN_OR_RETURN(const v1::QueryDone done, federation.Query(request));
   const v1::QueryStats& stats = done.stats();
   Sample sample;

@@ -63,15 +63,10 @@ absl::Status RunFedRagUtility(const FedRagUtilityOptions& options, std::ostream&
     const FaqQuestion& question = faq[static_cast<size_t>(q) * stride];
     SILO_ASSIGN_OR_RETURN(const std::string answer, LoadAnswerText(question));
     for (const Setting& setting : settings) {
-      v1::QueryRequest request;
-      request.set_question(question.question);
-      request.set_mode(setting.mode);
-      request.set_querier_node_id(kLocalQuerier);
-      request.set_top_k(static_cast<uint32_t>(options.top_k));
-      request.set_max_tokens(static_cast<uint32_t>(options.max_tokens));
+      v1::QueryRequest request =
+          LocalQueryRequest(question.question, setting.mode, options.top_k, options.max_tokens);
       request.set_kv_mode(setting.kv_mode);
       request.set_kv_dtype(setting.kv_dtype);
-      request.set_owner_timeout_ms(10000);
       request.set_forced_answer(answer);
       if (setting.protect_layers.has_value()) {
         request.mutable_privacy()->set_protect_layers(*setting.protect_layers);

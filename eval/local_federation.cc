@@ -69,6 +69,18 @@ absl::StatusOr<int> FreePort() {
 
 }  // namespace
 
+v1::QueryRequest LocalQueryRequest(const std::string& question, v1::GenerationMode mode, int top_k,
+                                   int max_tokens) {
+  v1::QueryRequest request;
+  request.set_question(question);
+  request.set_mode(mode);
+  request.set_querier_node_id(kLocalQuerier);
+  request.set_top_k(static_cast<uint32_t>(top_k));
+  request.set_max_tokens(static_cast<uint32_t>(max_tokens));
+  request.set_owner_timeout_ms(10000);
+  return request;
+}
+
 absl::Status LocalFederation::Prepare(const LocalFederationOptions& options, std::ostream& log) {
   const fs::path dir(options.work_dir);
   fs::create_directories(dir / "keys");

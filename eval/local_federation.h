@@ -35,6 +35,11 @@ struct LocalFederationOptions {
 
 inline constexpr char kLocalQuerier[] = "querier";
 
+// A query of `question` at the local querier in `mode`: top_k chunks, max_tokens, owners given
+// 10 s; KV mode, wire dtype and privacy left to the caller.
+v1::QueryRequest LocalQueryRequest(const std::string& question, v1::GenerationMode mode, int top_k,
+                                   int max_tokens);
+
 class LocalFederation {
  public:
   // Certificates, node keys and the institutions' ingested documents, made or brought up to date

@@ -285,7 +285,7 @@ std::vector<double> TransposeTimes(const std::vector<double>& a, const std::vect
 // Sorted |values| of a whole matrix, of each row, or of each column, divided by their mean:
 // invariant to row and column permutations (the whole), to column permutations (a row's) or
 // to row permutations (a column's), and to scale.
-std::vector<double> SortedMagnitudes(const double* values, size_t n, size_t stride) {
+std::vector<double> SortedMagnitudesByMean(const double* values, size_t n, size_t stride) {
   std::vector<double> sorted(n);
   double mean = 0;
   for (size_t i = 0; i < n; ++i) {
@@ -341,6 +341,14 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
   AttackResult chunk{
       .attack = "exact-scores", .target = "chunk tokens", .recovered = {}, .chance = {}};
   std::vector<int32_t> query_truth, chunk_truth;
+  // The vocabulary's queries of KV head 0's group (stage 1) and keys of every KV head (stage 2),
+  // each contiguous for Products.
+  const std::vector<float> queries0 = TableSlice(table.q, vocab, config.n_heads, 0, group, d);
+  std::vector<std::vector<float>> keys_by_head;
+  keys_by_head.reserve(static_cast<size_t>(config.n_kv_heads));
+  for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
+    keys_by_head.push_back(TableSlice(table.k, vocab, config.n_kv_heads, kv_head, 1, d));
+  }
   const int32_t last_step =
       std::min<int32_t>(decode_steps, static_cast<int32_t>(view.step_positions.size()) - 1);
   for (int32_t step = 1; step <= last_step; ++step) {
@@ -371,7 +379,6 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
       }
     }
     const int64_t n_pairs = static_cast<int64_t>(pairs.size()) / d;
-    const std::vector<float> queries0 = TableSlice(table.q, vocab, config.n_heads, 0, group, d);
     std::vector<int64_t> hits(static_cast<size_t>(vocab), 0);
     constexpr int64_t kPairBatch = 64;
     std::vector<float> y(static_cast<size_t>(kPairBatch) * vocab * group);
@@ -419,8 +426,7 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
         ScoreColumns key_columns(group);
         key_columns.Add(key, s, view.scale);
         key_columns.Finish();
-        const std::vector<float> keys_g =
-            TableSlice(table.k, vocab, config.n_kv_heads, key.kv_head, 1, d);
+        const std::vector<float>& keys_g = keys_by_head[static_cast<size_t>(key.kv_head)];
         const float* q = &table.q[(static_cast<size_t>(best_query) * config.n_heads +
                                    static_cast<size_t>(key.kv_head) * group) *
                                   d];
@@ -615,7 +621,7 @@ AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowled
     const std::vector<double> m =
         Solve(TransposeTimes(s1, s1, rows, d, d), TransposeTimes(s1, s2, rows, d, d), d, d);
     if (m.empty()) continue;
-    const std::vector<double> signature = SortedMagnitudes(m.data(), d * d, 1);
+    const std::vector<double> signature = SortedMagnitudesByMean(m.data(), d * d, 1);
     // The chunk holding both blocks starts where the run of contiguous keys does.
     int32_t chunk_start = first.layout_positions.front();
     for (size_t b = a; b-- > 0;) {
@@ -648,7 +654,8 @@ AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowled
       }
       candidates[c] = Solve(std::move(k1t), std::move(k2t), d, d);
       if (candidates[c].empty()) continue;
-      ranked.emplace_back(Distance(signature, SortedMagnitudes(candidates[c].data(), d * d, 1)), c);
+      ranked.emplace_back(
+          Distance(signature, SortedMagnitudesByMean(candidates[c].data(), d * d, 1)), c);
     }
     std::sort(ranked.begin(), ranked.end());
     // Rows of M ↔ rows of X (first block), columns ↔ columns (second block).
@@ -658,18 +665,19 @@ AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowled
       for (const bool by_row : {true, false}) {
         const ObservedKey& key = by_row ? first : second;
         const size_t shift = offset + (by_row ? 0 : d);
+        // Row (column) i of a d×d matrix: its sorted |values|.
+        const auto line = [&](const std::vector<double>& matrix, size_t i) {
+          return by_row ? SortedMagnitudesByMean(&matrix[i * d], d, 1)
+                        : SortedMagnitudesByMean(&matrix[i], d, d);
+        };
+        std::vector<std::vector<double>> candidate_lines(d);
+        for (size_t t = 0; t < d; ++t) candidate_lines[t] = line(x, t);
         for (size_t i = 0; i < d; ++i) {
-          const std::vector<double> seen =
-              by_row ? SortedMagnitudes(&m[i * d], d, 1) : SortedMagnitudes(&m[i], d, d);
+          const std::vector<double> seen = line(m, i);
           size_t best = 0;
-          double best_distance = 0;
-          for (size_t t = 0; t < d; ++t) {
-            const double distance = Distance(
-                seen, by_row ? SortedMagnitudes(&x[t * d], d, 1) : SortedMagnitudes(&x[t], d, d));
-            if (t == 0 || distance < best_distance) {
+          for (size_t t = 1; t < d; ++t) {
+            if (Distance(seen, candidate_lines[t]) < Distance(seen, candidate_lines[best]))
               best = t;
-              best_distance = distance;
-            }
           }
           guesses[&key][i].Offer(pool[c].tokens[shift + best], static_cast<float>(ranked[j].first));
         }

@@ -428,15 +428,9 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
     double logprob = 0, decode_ms = 0;
     int64_t tokens = 0, decode_tokens = 0, bytes = 0;
     for (const auto& [text, answer] : questions) {
-      v1::QueryRequest request;
-      request.set_question(text);
-      request.set_mode(mode);
-      request.set_querier_node_id(kLocalQuerier);
-      request.set_top_k(static_cast<uint32_t>(options.top_k));
-      request.set_max_tokens(static_cast<uint32_t>(options.cost_tokens));
+      v1::QueryRequest request = LocalQueryRequest(text, mode, options.top_k, options.cost_tokens);
       request.set_kv_mode(v1::KV_MODE_POSITION_INDEPENDENT);
       request.set_kv_dtype(v1::DTYPE_F16);
-      request.set_owner_timeout_ms(10000);
       request.set_forced_answer(answer);
       *request.mutable_privacy() = privacy;
       SILO_ASSIGN_OR_RETURN(const v1::QueryDone done, federation->Query(request));
