@@ -1,0 +1,413 @@
+// Two DRAGON sides on one tiny model, each on its own thread, joined by in-memory links with
+// delay: greedy output equals the centralized mixture over every chunk whatever the aggregator
+// does (fixed on either side, moving every few steps, synchronous, deep lookahead); sampling
+// follows the mixture; a lost side is survived; protocol violations are refused.
+#include "node/dragon_peer.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "common/status_macros.h"
+#include "engine/document_streams.h"
+#include "engine/model.h"
+#include "engine/thread_pool.h"
+#include "engine/transformer.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "node/dragon_aggregation.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+#include "tests/testing/tiny_model.h"
+
+namespace silo::node {
+namespace {
+
+using ::silo::testing::StatusIs;
+
+constexpr int32_t kVocab = 128;
+
+// Delivers messages to `to` after `delay`, in order, on its own thread. Cut() severs the link:
+// the receiving side sees Unavailable and later sends fail.
+class DelayedLink {
+ public:
+  DelayedLink(DragonInbox* to, absl::Duration delay) : to_(to), delay_(delay) {
+    thread_ = std::thread([this] { Deliver(); });
+  }
+  ~DelayedLink() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    changed_.notify_one();
+    thread_.join();
+  }
+
+  absl::Status Send(const DragonMessage& message) {
+    std::lock_guard lock(mutex_);
+    if (cut_) return absl::UnavailableError("link cut");
+    if (cut_after_.has_value() && sent_ >= *cut_after_) {
+      cut_ = true;
+      to_->Close(absl::UnavailableError("the other side is gone"));
+      return absl::UnavailableError("link cut");
+    }
+    ++sent_;
+    queue_.emplace_back(absl::Now() + delay_, message);
+    changed_.notify_one();
+    return absl::OkStatus();
+  }
+
+  // The sender is done: the receiver hears the end after the messages in flight.
+  void Finish() {
+    std::lock_guard lock(mutex_);
+    queue_.emplace_back(absl::Now() + delay_, std::nullopt);
+    changed_.notify_one();
+  }
+
+  // The link fails at the n-th message from now.
+  void CutAfter(int n) {
+    std::lock_guard lock(mutex_);
+    cut_after_ = sent_ + n;
+  }
+
+ private:
+  void Deliver() {
+    std::unique_lock lock(mutex_);
+    while (true) {
+      if (stopping_) return;
+      if (queue_.empty()) {
+        changed_.wait(lock);
+        continue;
+      }
+      const absl::Time due = queue_.front().first;
+      if (absl::Now() < due) {
+        changed_.wait_for(lock, absl::ToChronoNanoseconds(due - absl::Now()));
+        continue;
+      }
+      std::optional<DragonMessage> message = std::move(queue_.front().second);
+      queue_.pop_front();
+      if (cut_) continue;
+      if (message.has_value()) {
+        to_->Push(std::move(*message));
+      } else {
+        to_->Close(absl::UnavailableError("the other side finished"));
+      }
+    }
+  }
+
+  DragonInbox* to_;
+  absl::Duration delay_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::pair<absl::Time, std::optional<DragonMessage>>> queue_;
+  std::optional<int> cut_after_;
+  int sent_ = 0;
+  bool cut_ = false;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
+DragonPeerOptions Options(v1::DragonSide aggregator, int32_t max_tokens, AggregatorPolicy policy) {
+  DragonPeerOptions options;
+  options.aggregator = aggregator;
+  options.max_tokens = max_tokens;
+  options.policy = policy;
+  return options;
+}
+
+// `options` with one change.
+template <typename Change>
+DragonPeerOptions With(DragonPeerOptions options, Change change) {
+  change(options);
+  return options;
+}
+
+struct Side {
+  std::vector<std::vector<int32_t>> documents;
+  std::vector<float> scores;
+};
+
+class DragonPeerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const std::string path = dir_.WriteFile(
+        "tiny.gguf", silo::testing::MakeTinyModel({.vocab_size = kVocab, .seed = 7}).gguf);
+    ASSERT_OK_AND_ASSIGN(model_, engine::Model::Open(path));
+    device_transformer_ = std::make_unique<engine::Transformer>(*model_, device_pool_);
+    cloud_transformer_ = std::make_unique<engine::Transformer>(*model_, cloud_pool_);
+    std::mt19937 generator(3);
+    std::uniform_int_distribution<int32_t> token(4, kVocab - 1);
+    for (Side* side : {&device_, &cloud_}) {
+      for (int k = 0; k < 2; ++k) {
+        std::vector<int32_t> document(6 + 3 * k);
+        for (int32_t& t : document) t = token(generator);
+        side->documents.push_back(document);
+        side->scores.push_back(0.3f * static_cast<float>(k + (side == &cloud_ ? 1 : 0)));
+      }
+    }
+  }
+
+  engine::DocumentStreamsPrompt Prompt(const Side& side) const {
+    return {.prefix = {1, 2, 3}, .documents = side.documents, .suffix = {5, 6}};
+  }
+
+  // Greedy decoding of the mixture over every chunk in one place.
+  std::vector<int32_t> Centralized(int32_t n_tokens) {
+    Side all = device_;
+    all.documents.insert(all.documents.end(), cloud_.documents.begin(), cloud_.documents.end());
+    all.scores.insert(all.scores.end(), cloud_.scores.begin(), cloud_.scores.end());
+    auto streams = engine::DocumentStreams::Start(*device_transformer_, Prompt(all), n_tokens);
+    EXPECT_OK(streams.status());
+    std::vector<int32_t> tokens;
+    for (int32_t step = 0; step < n_tokens; ++step) {
+      auto mixture = MixStreams((*streams)->logits(), all.scores, 0);
+      EXPECT_OK(mixture.status());
+      std::mt19937_64 unused;
+      tokens.push_back(DraftToken(mixture->p, true, unused));
+      if (step + 1 < n_tokens) {
+        EXPECT_OK((*streams)->Append(tokens.back()));
+      }
+    }
+    return tokens;
+  }
+
+  struct Pair {
+    absl::StatusOr<DragonPeerResult> device;
+    absl::StatusOr<DragonPeerResult> cloud;
+  };
+
+  // Runs both sides to the end. `cut_cloud_after`: the cloud's link fails after that many
+  // messages (the cloud disappears).
+  Pair Run(DragonPeerOptions options, absl::Duration one_way = absl::Milliseconds(1),
+           std::optional<int> cut_cloud_after = std::nullopt) {
+    DragonInbox device_inbox;
+    DragonInbox cloud_inbox;
+    auto to_cloud = std::make_unique<DelayedLink>(&cloud_inbox, one_way);
+    auto to_device = std::make_unique<DelayedLink>(&device_inbox, one_way);
+    if (cut_cloud_after.has_value()) to_device->CutAfter(*cut_cloud_after);
+    Pair pair;
+    DragonPeerOptions cloud_options = options;
+    cloud_options.side = v1::DRAGON_SIDE_CLOUD;
+    options.side = v1::DRAGON_SIDE_DEVICE;
+    std::thread cloud_thread([&] {
+      pair.cloud = RunSide(*cloud_transformer_, cloud_, cloud_options, cloud_inbox,
+                           [&](const DragonMessage& m) { return to_device->Send(m); });
+      to_device->Finish();
+    });
+    pair.device = RunSide(*device_transformer_, device_, options, device_inbox,
+                          [&](const DragonMessage& m) { return to_cloud->Send(m); });
+    to_cloud->Finish();
+    cloud_thread.join();
+    return pair;
+  }
+
+  static absl::StatusOr<DragonPeerResult> RunSide(engine::Transformer& transformer,
+                                                  const Side& side,
+                                                  const DragonPeerOptions& options,
+                                                  DragonInbox& inbox, const DragonSend& send) {
+    SILO_ASSIGN_OR_RETURN(
+        std::unique_ptr<engine::DocumentStreams> streams,
+        engine::DocumentStreams::Start(
+            transformer, {.prefix = {1, 2, 3}, .documents = side.documents, .suffix = {5, 6}},
+            options.max_tokens));
+    return RunDragonPeer(*streams, side.scores, options, inbox, send, [](int32_t) {});
+  }
+
+  silo::testing::TempDir dir_;
+  engine::ThreadPool device_pool_{1};
+  engine::ThreadPool cloud_pool_{1};
+  std::unique_ptr<engine::Model> model_;
+  std::unique_ptr<engine::Transformer> device_transformer_;
+  std::unique_ptr<engine::Transformer> cloud_transformer_;
+  Side device_;
+  Side cloud_;
+};
+
+TEST_F(DragonPeerTest, GreedyOutputIsTheCentralizedMixtureWhereverTheAggregatorIs) {
+  constexpr int32_t kTokens = 24;
+  const std::vector<int32_t> expected = Centralized(kTokens);
+  struct Case {
+    const char* name;
+    DragonPeerOptions options;
+    absl::Duration one_way;
+  };
+  const Case cases[] = {
+      {"device aggregates", Options(v1::DRAGON_SIDE_DEVICE, kTokens, AggregatorPolicy::kFixed),
+       absl::Milliseconds(1)},
+      {"cloud aggregates", Options(v1::DRAGON_SIDE_CLOUD, kTokens, AggregatorPolicy::kFixed),
+       absl::Milliseconds(1)},
+      {"moves every 3 tokens",
+       With(Options(v1::DRAGON_SIDE_DEVICE, kTokens, AggregatorPolicy::kAlternate),
+            [](DragonPeerOptions& o) { o.alternate_every = 3; }),
+       absl::Milliseconds(2)},
+      {"synchronous",
+       With(Options(v1::DRAGON_SIDE_DEVICE, kTokens, AggregatorPolicy::kFixed),
+            [](DragonPeerOptions& o) { o.max_lookahead = 0; }),
+       absl::Milliseconds(1)},
+      {"deep lookahead, slow link",
+       With(Options(v1::DRAGON_SIDE_CLOUD, kTokens, AggregatorPolicy::kScheduled),
+            [](DragonPeerOptions& o) { o.max_lookahead = 8; }),
+       absl::Milliseconds(5)},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    Pair pair = Run(c.options, c.one_way);
+    ASSERT_OK(pair.device.status());
+    ASSERT_OK(pair.cloud.status());
+    EXPECT_EQ(pair.device->tokens, expected);
+    EXPECT_EQ(pair.cloud->tokens, expected);
+    EXPECT_FALSE(pair.device->lost_at_step.has_value()) << pair.device->lost_status;
+    EXPECT_FALSE(pair.cloud->lost_at_step.has_value()) << pair.cloud->lost_status;
+    // Every step was decided exactly once, by one side or the other.
+    EXPECT_EQ(pair.device->stats.steps_aggregated + pair.cloud->stats.steps_aggregated, kTokens);
+    if (c.options.policy == AggregatorPolicy::kAlternate) {
+      EXPECT_EQ(pair.device->stats.handoffs_sent + pair.cloud->stats.handoffs_sent,
+                (kTokens - 1) / 3);
+      EXPECT_EQ(pair.device->stats.handoffs_sent, pair.cloud->stats.handoffs_received);
+    }
+  }
+}
+
+TEST_F(DragonPeerTest, DisagreeingDraftsAreRolledBack) {
+  // Sampled drafts from each side's own mixture lose at some steps; the losing side must roll
+  // back and both must still end on the same tokens, with the aggregator moving too.
+  Pair pair = Run(With(Options(v1::DRAGON_SIDE_DEVICE, 24, AggregatorPolicy::kAlternate),
+                       [](DragonPeerOptions& o) {
+                         o.temperature = 4;
+                         o.seed = 11;
+                         o.alternate_every = 5;
+                       }),
+                  absl::Milliseconds(2));
+  ASSERT_OK(pair.device.status());
+  ASSERT_OK(pair.cloud.status());
+  EXPECT_EQ(pair.device->tokens, pair.cloud->tokens);
+  const int32_t rejected =
+      pair.cloud->stats.own_drafts_decided - pair.cloud->stats.own_drafts_accepted +
+      pair.device->stats.own_drafts_decided - pair.device->stats.own_drafts_accepted;
+  EXPECT_GT(rejected, 0) << "the fixture should make the sides disagree somewhere";
+  EXPECT_GT(pair.device->stats.rollbacks + pair.cloud->stats.rollbacks, 0);
+}
+
+TEST_F(DragonPeerTest, TruncatedDistributionsStayConsistentAcrossSides) {
+  constexpr int32_t kTokens = 24;
+  const std::vector<int32_t> expected = Centralized(kTokens);
+  Pair pair = Run(With(Options(v1::DRAGON_SIDE_DEVICE, kTokens, AggregatorPolicy::kAlternate),
+                       [](DragonPeerOptions& o) {
+                         o.distribution_top_p = 0.9f;
+                         o.alternate_every = 5;
+                       }));
+  ASSERT_OK(pair.device.status());
+  ASSERT_OK(pair.cloud.status());
+  EXPECT_EQ(pair.device->tokens, pair.cloud->tokens);
+  int agree = 0;
+  for (int32_t i = 0; i < kTokens; ++i) agree += pair.device->tokens[i] == expected[i] ? 1 : 0;
+  // Truncation is an approximation: report it, do not pretend it is exact.
+  std::cout << "top-p 0.9 agreement with the full mixture: " << agree << "/" << kTokens << "\n";
+}
+
+// In sampling mode one step's committed token follows the full mixture: chi-square over seeds.
+TEST_F(DragonPeerTest, SampledFirstTokenFollowsTheMixture) {
+  constexpr float kTemperature = 4.0f;
+  Side all = device_;
+  all.documents.insert(all.documents.end(), cloud_.documents.begin(), cloud_.documents.end());
+  all.scores.insert(all.scores.end(), cloud_.scores.begin(), cloud_.scores.end());
+  ASSERT_OK_AND_ASSIGN(auto streams,
+                       engine::DocumentStreams::Start(*device_transformer_, Prompt(all), 1));
+  ASSERT_OK_AND_ASSIGN(const SideMixture target,
+                       MixStreams(streams->logits(), all.scores, kTemperature));
+  constexpr int kRuns = 1500;
+  std::vector<int> counts(kVocab, 0);
+  for (int seed = 0; seed < kRuns; ++seed) {
+    Pair pair = Run(With(Options(v1::DRAGON_SIDE_DEVICE, 1, AggregatorPolicy::kFixed),
+                         [&](DragonPeerOptions& o) {
+                           o.temperature = kTemperature;
+                           o.seed = static_cast<uint64_t>(seed);
+                         }),
+                    absl::ZeroDuration());
+    ASSERT_OK(pair.device.status());
+    ASSERT_OK(pair.cloud.status());
+    ASSERT_EQ(pair.device->tokens, pair.cloud->tokens);
+    ++counts[pair.device->tokens[0]];
+  }
+  // Tokens with small expected counts are pooled into one bin.
+  double chi_square = 0;
+  int bins = 0;
+  double pooled_expected = 0;
+  double pooled_observed = 0;
+  for (int32_t i = 0; i < kVocab; ++i) {
+    const double expected = target.p[i] * kRuns;
+    if (expected < 5) {
+      pooled_expected += expected;
+      pooled_observed += counts[i];
+      continue;
+    }
+    chi_square += (counts[i] - expected) * (counts[i] - expected) / expected;
+    ++bins;
+  }
+  if (pooled_expected > 0) {
+    chi_square +=
+        (pooled_observed - pooled_expected) * (pooled_observed - pooled_expected) / pooled_expected;
+    ++bins;
+  }
+  ASSERT_GE(bins, 5);
+  // Wilson–Hilferty bound for P(χ² > x) = 0.001 with bins − 1 degrees of freedom.
+  const double df = bins - 1;
+  const double z = 3.09;
+  const double critical = df * std::pow(1 - 2 / (9 * df) + z * std::sqrt(2 / (9 * df)), 3);
+  EXPECT_LT(chi_square, critical) << bins << " bins";
+}
+
+TEST_F(DragonPeerTest, TheDeviceFinishesAloneWhenTheCloudDisappears) {
+  Pair pair = Run(Options(v1::DRAGON_SIDE_CLOUD, 20, AggregatorPolicy::kFixed),
+                  absl::Milliseconds(1), /*cut_cloud_after=*/6);
+  ASSERT_OK(pair.device.status());
+  EXPECT_EQ(pair.device->tokens.size(), 20u);
+  ASSERT_TRUE(pair.device->lost_at_step.has_value());
+  EXPECT_LE(*pair.device->lost_at_step, 6);
+  EXPECT_THAT(pair.device->lost_status, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_GT(pair.device->stats.steps_aggregated, 0);
+}
+
+TEST_F(DragonPeerTest, ProtocolViolationsAreRefused) {
+  const auto run_device_against = [&](std::vector<DragonMessage> script,
+                                      v1::DragonSide aggregator) {
+    DragonInbox inbox;
+    for (DragonMessage& m : script) inbox.Push(std::move(m));
+    inbox.Close(absl::UnavailableError("script over"));
+    return RunSide(*device_transformer_, device_, Options(aggregator, 4, AggregatorPolicy::kFixed),
+                   inbox, [](const DragonMessage&) { return absl::OkStatus(); });
+  };
+  v1::Verdict verdict;
+  verdict.set_step(0);
+  EXPECT_THAT(run_device_against({verdict}, v1::DRAGON_SIDE_DEVICE),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  verdict.set_step(3);
+  EXPECT_THAT(run_device_against({verdict}, v1::DRAGON_SIDE_CLOUD),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  v1::AggregatorHandoff handoff;
+  handoff.set_from_step(2);
+  EXPECT_THAT(run_device_against({handoff}, v1::DRAGON_SIDE_CLOUD),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  v1::Draft draft;
+  draft.set_step(0);
+  draft.set_token(1);
+  *draft.mutable_distribution() = EncodeDistribution(std::vector<float>(kVocab + 1, 1.0f), true);
+  EXPECT_THAT(run_device_against({draft}, v1::DRAGON_SIDE_DEVICE),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  draft.set_token(kVocab);
+  EXPECT_THAT(run_device_against({draft}, v1::DRAGON_SIDE_DEVICE),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // A script that just ends: the device finishes alone and says so.
+  ASSERT_OK_AND_ASSIGN(const DragonPeerResult alone, run_device_against({}, v1::DRAGON_SIDE_CLOUD));
+  EXPECT_EQ(alone.tokens.size(), 4u);
+  EXPECT_EQ(alone.lost_at_step, 0);
+}
+
+}  // namespace
+}  // namespace silo::node
