@@ -225,13 +225,16 @@ absl::StatusOr<v1::Placement> QueryService::Place(const v1::QueryRequest& reques
   place.set_max_tokens(request.max_tokens());
   *place.mutable_privacy() = request.privacy();
   if (place.querier_node_id().empty()) {
+    // DRAGON asks from a device when one is online (the cloud side is an institution).
+    const bool dragon = request.mode() == v1::GENERATION_MODE_DRAGON;
     for (const v1::NodeStatus& node :
          state_.ListNodes(v1::NODE_ROLE_UNSPECIFIED, /*include_offline=*/false, absl::Now())) {
       const v1::NodeRole role = node.node().role();
       if ((role == v1::NODE_ROLE_INSTITUTION || role == v1::NODE_ROLE_DEVICE) &&
-          !node.node().embedder().sha256().empty()) {
+          !node.node().embedder().sha256().empty() &&
+          (place.querier_node_id().empty() || (dragon && role == v1::NODE_ROLE_DEVICE))) {
         place.set_querier_node_id(node.node().node_id());
-        break;
+        if (!dragon || role == v1::NODE_ROLE_DEVICE) break;
       }
     }
     if (place.querier_node_id().empty()) {

@@ -375,6 +375,69 @@ struct CoordinatorState::Impl {
     return absl::OkStatus();
   }
 
+  // DRAGON placement (DESIGN.md §7, §8): the cloud side is the named participant, or else the
+  // online institution with the querier's decoder (same fingerprint) at the lowest RTT from it,
+  // ties to the lower node id. The aggregator starts on the slower side (the ΔZ rule prefers it
+  // there): the device, unless only the device has a GPU.
+  absl::Status PlaceDragon(const v1::PlaceSessionRequest& request, const v1::NodeInfo& querier,
+                           absl::Time now, v1::Placement& placement) const {
+    if (request.participant_node_ids_size() > 1) {
+      return absl::InvalidArgumentError(
+          "a DRAGON session has one cloud peer: name at most one participant");
+    }
+    const std::string& model = querier.model().sha256();
+    const auto eligible = [&](const v1::NodeInfo& node) -> absl::Status {
+      if (node.node_id() == querier.node_id()) {
+        return absl::InvalidArgumentError("the DRAGON cloud peer cannot be the querier");
+      }
+      if (node.role() != v1::NODE_ROLE_INSTITUTION) {
+        return absl::FailedPreconditionError(
+            StrCat("'", node.node_id(), "' is a ", v1::NodeRole_Name(node.role()),
+                   " node; the DRAGON cloud side is an institution"));
+      }
+      if (model.empty() || node.model().sha256() != model) {
+        return absl::FailedPreconditionError(
+            StrCat("'", node.node_id(), "' decodes with another model than the querier ('",
+                   node.model().name(), "' vs '", querier.model().name(), "')"));
+      }
+      return absl::OkStatus();
+    };
+    const v1::NodeInfo* cloud = nullptr;
+    if (request.participant_node_ids_size() == 1) {
+      const std::string& id = request.participant_node_ids(0);
+      const auto found = nodes.find(id);
+      if (found == nodes.end()) {
+        return absl::NotFoundError(StrCat("participant '", Escaped(id), "' is not registered"));
+      }
+      if (!Online(found->second, now)) {
+        return absl::UnavailableError(StrCat("participant '", id, "' is offline"));
+      }
+      SILO_RETURN_IF_ERROR(eligible(found->second.node()));
+      cloud = &found->second.node();
+    } else {
+      double best_rtt = 0;
+      for (const auto& [id, status] : nodes) {
+        if (!Online(status, now) || !eligible(status.node()).ok()) continue;
+        const double rtt = LinkCost(querier.node_id(), id).first;
+        if (cloud == nullptr || rtt < best_rtt) {
+          cloud = &status.node();
+          best_rtt = rtt;
+        }
+      }
+      if (cloud == nullptr) {
+        return absl::UnavailableError(
+            "no online institution decodes with the querier's model for a DRAGON session");
+      }
+    }
+    placement.mutable_dragon_peer()->set_node_id(cloud->node_id());
+    placement.mutable_dragon_peer()->set_address(cloud->address());
+    const bool only_device_has_gpu =
+        querier.capabilities().has_gpu() && !cloud->capabilities().has_gpu();
+    placement.set_aggregator(only_device_has_gpu ? v1::DRAGON_SIDE_CLOUD : v1::DRAGON_SIDE_DEVICE);
+    placement.set_estimated_token_ms(LinkCost(querier.node_id(), cloud->node_id()).first);
+    return absl::OkStatus();
+  }
+
   bool Online(const v1::NodeStatus& status, absl::Time now) const {
     const absl::Time last = absl::FromUnixNanos(status.last_heartbeat_unix_ns());
     return now - last <= options.heartbeat_interval * options.missed_heartbeats;
@@ -763,16 +826,15 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
     case v1::GENERATION_MODE_LOCAL:
     case v1::GENERATION_MODE_FEDRAG:
     case v1::GENERATION_MODE_CENTRALIZED:  // placed as retrieval; owners decide to hand text
-      break;
     case v1::GENERATION_MODE_DRAGON:
-      return absl::UnimplementedError(StrCat("placement of ", ModeName(request.mode()),
-                                             " sessions arrives with the DRAGON issue"));
+      break;
     default:
       return absl::InvalidArgumentError(StrCat("generation mode ", static_cast<int>(request.mode()),
                                                " (", ModeName(request.mode()),
                                                ") cannot be placed; name a mode"));
   }
   const bool local = request.mode() == v1::GENERATION_MODE_LOCAL;
+  const bool dragon = request.mode() == v1::GENERATION_MODE_DRAGON;
   const std::string& querier_id = request.querier_node_id();
   if (absl::Status valid = crypto::CheckNodeId(querier_id); !valid.ok()) {
     return absl::InvalidArgumentError(StrCat("querier: ", valid.message()));
@@ -802,7 +864,7 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
                " node; only institutions and devices run queries"));
   }
   const std::string& embedder = querier.node().embedder().sha256();
-  if (!local && embedder.empty()) {
+  if (!local && !dragon && embedder.empty()) {
     return absl::FailedPreconditionError(
         StrCat("querier '", querier_id, "' has no embedder and cannot run federated retrieval"));
   }
@@ -815,7 +877,9 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
     ref->set_node_id(node.node_id());
     ref->set_address(node.address());
   };
-  if (!local && request.participant_node_ids().empty()) {
+  if (dragon) {
+    // Each side retrieves from its own corpus; the cloud peer is placed below.
+  } else if (!local && request.participant_node_ids().empty()) {
     for (const auto& [id, status] : impl_->nodes) {
       if (id != querier_id && IsDataRole(status.node().role()) &&
           status.node().embedder().sha256() == embedder && impl_->Online(status, now)) {
@@ -856,6 +920,7 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
   if (request.mode() == v1::GENERATION_MODE_FEDRAG) {
     SILO_RETURN_IF_ERROR(impl_->PlaceCompute(request, querier.node(), now, placement));
   }
+  if (dragon) SILO_RETURN_IF_ERROR(impl_->PlaceDragon(request, querier.node(), now, placement));
 
   // A fresh session id; a collision with a logged one is astronomically unlikely, but cheap to
   // rule out.

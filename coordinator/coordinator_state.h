@@ -138,10 +138,12 @@ class CoordinatorState {
   //   knobs, defaults resolved, are in the placement. Unavailable without an online compute
   //   node; FailedPrecondition when the querier registered no model shape; InvalidArgument for
   //   privacy knobs out of range.
-  // The placement's dragon_peer and aggregator stay empty (DRAGON is not placed yet).
+  // - DRAGON: no participants; dragon_peer is the one named participant or the online
+  //   institution with the querier's decoder at the lowest RTT; the aggregator starts on the
+  //   device unless only the device has a GPU (PlaceDragon in the .cc). Unavailable without such
+  //   an institution; FailedPrecondition when the named one decodes with another model.
   // InvalidArgument for mode UNSPECIFIED, an unknown mode, a malformed querier id or more than
-  // kMaxSessionNodes participants; Unimplemented for DRAGON and CENTRALIZED (later issues);
-  // Unavailable when the write fails.
+  // kMaxSessionNodes participants; Unavailable when the write fails.
   absl::StatusOr<v1::Placement> PlaceSession(const v1::PlaceSessionRequest& request, absl::Time now,
                                              absl::BitGenRef bitgen);
 

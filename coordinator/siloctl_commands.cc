@@ -170,9 +170,32 @@ absl::StatusOr<v1::QueryRequest> QueryRequestOf(const QueryCommandOptions& optio
     request.set_mode(v1::GENERATION_MODE_LOCAL);
   } else if (options.mode == "centralized") {
     request.set_mode(v1::GENERATION_MODE_CENTRALIZED);
+  } else if (options.mode == "dragon") {
+    request.set_mode(v1::GENERATION_MODE_DRAGON);
+  } else {
+    return absl::InvalidArgumentError(StrCat(
+        "--mode must be retrieve, fedrag, dragon, local or centralized, not ", options.mode));
+  }
+  if (!(options.distribution_top_p > 0 && options.distribution_top_p <= 1) ||
+      options.lookahead < -1 || options.lookahead > 64 || options.alternate_every < 1) {
+    return absl::InvalidArgumentError(
+        "--distribution-top-p must be in (0, 1], --lookahead in [0, 64] (or -1: the default) and "
+        "--alternate-every positive");
+  }
+  request.set_distribution_top_p(options.distribution_top_p);
+  v1::DragonSettings& dragon = *request.mutable_dragon();
+  if (options.lookahead >= 0) dragon.set_max_lookahead(static_cast<uint32_t>(options.lookahead));
+  if (options.aggregator_policy == "scheduled" || options.aggregator_policy.empty()) {
+    dragon.set_policy(v1::DRAGON_POLICY_SCHEDULED);
+  } else if (options.aggregator_policy == "fixed") {
+    dragon.set_policy(v1::DRAGON_POLICY_FIXED);
+  } else if (options.aggregator_policy == "alternate") {
+    dragon.set_policy(v1::DRAGON_POLICY_ALTERNATE);
+    dragon.set_alternate_every(static_cast<uint32_t>(options.alternate_every));
   } else {
     return absl::InvalidArgumentError(
-        StrCat("--mode must be retrieve, fedrag, local or centralized, not ", options.mode));
+        StrCat("--aggregator-policy must be scheduled, fixed or alternate, not ",
+               options.aggregator_policy));
   }
   if (options.merge != "score" && options.merge != "rrf") {
     return absl::InvalidArgumentError(StrCat("--merge must be score or rrf, not ", options.merge));
@@ -260,6 +283,10 @@ absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& op
       if (!placement.compute().node_id().empty()) {
         out << ", compute node " << placement.compute().node_id();
       }
+      if (!placement.dragon_peer().node_id().empty()) {
+        out << ", DRAGON with cloud " << placement.dragon_peer().node_id() << " (aggregator on the "
+            << (placement.aggregator() == v1::DRAGON_SIDE_CLOUD ? "cloud" : "device") << ")";
+      }
       out << (generates ? "\n\n" : "\n") << std::flush;
     } else if (message.has_delta()) {
       out << message.delta().text() << std::flush;
@@ -293,6 +320,10 @@ absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& op
             stats.n_generated_tokens(),
             decode_s > 0 ? (stats.n_generated_tokens() - 1) / decode_s : 0.0,
             stats.bytes_sent() / 1024.0, stats.bytes_received() / 1024.0);
+        if (request.mode() == v1::GENERATION_MODE_DRAGON) {
+          out << absl::StrFormat(", %.0f%% of the querier's drafts accepted, %d aggregator moves",
+                                 100.0 * stats.dragon_acceptance(), stats.aggregator_moves());
+        }
       }
       out << "\n";
     }

@@ -39,7 +39,7 @@ absl::Status RunNodes(const SiloctlConfig& config, const NodesCommandOptions& op
 
 struct QueryCommandOptions {
   std::string question;
-  std::string mode = "retrieve";  // retrieve | fedrag | local | centralized
+  std::string mode = "retrieve";  // retrieve | fedrag | dragon | local | centralized
   std::string querier;            // empty: the coordinator picks one
   int32_t top_k = 8;
   std::string merge = "score";  // score | rrf
@@ -54,6 +54,11 @@ struct QueryCommandOptions {
   int32_t protect_layers = -1;    // first layers that do not delegate chunk attention; -1: default
   std::string protect_mode;       // skip | owner; empty: the federation's default (skip)
   bool continue_on_compute_failure = false;  // finish without the remote chunks
+  // DRAGON (top_k: chunks each side retrieves).
+  float distribution_top_p = 1;   // < 1: distributions travel top-p truncated
+  int32_t lookahead = -1;         // unconfirmed tokens decoded ahead; -1: default; 0: sync
+  std::string aggregator_policy;  // scheduled | fixed | alternate; empty: scheduled
+  int32_t alternate_every = 4;    // with alternate
 };
 // Places and runs a query; prints the session, the answer as it streams (fedrag, local), the
 // sources, the owners that did not answer, and time to first token and tokens/s.

@@ -1,11 +1,14 @@
 // siloctl: the operator's client of a silo federation (coordinator/siloctl_commands.h).
 //   siloctl --config siloctl.yaml nodes [--probe]
-//   siloctl --config siloctl.yaml query [--mode retrieve|fedrag|local|centralized] [-k 8] [--merge
+//   siloctl --config siloctl.yaml query [--mode retrieve|fedrag|dragon|local|centralized] [-k 8]
+//           [--merge
 //   score|rrf]
 //           [--max-tokens 128] [--kv-mode shard|prefill] [--kv-dtype f32|f16|bf16]
 //           [--key-scope session|chunk|block] [--block-rows N] [--mixer sphps|dense]
 //           [--protect-layers N] [--protect-mode skip|owner] [--continue-on-compute-failure]
-//           "question"
+//           [--distribution-top-p P] [--lookahead N] [--aggregator-policy
+//           scheduled|fixed|alternate]
+//           [--alternate-every N] "question"
 //   siloctl --config siloctl.yaml sessions [--limit 20]
 #include <iostream>
 #include <string>
@@ -32,8 +35,10 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   query_command
       ->add_option("--mode", query.mode,
                    "retrieve (sources only), fedrag (answer over every owner's chunks, which "
-                   "stay with their owners), local (the question alone) or centralized "
-                   "(evaluation only: owners that allow it hand over their chunks' text)")
+                   "stay with their owners), dragon (the querier and a cloud node each decode "
+                   "over their own chunks and exchange only tokens and distributions), local "
+                   "(the question alone) or centralized (evaluation only: owners that allow it "
+                   "hand over their chunks' text)")
       ->capture_default_str();
   query_command->add_option("--querier", query.querier,
                             "Node that embeds the question (default: the coordinator's pick)");
@@ -67,6 +72,16 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   query_command->add_flag("--continue-on-compute-failure", query.continue_on_compute_failure,
                           "If the compute node fails mid-answer, finish without the remote "
                           "chunks (default: end with its status)");
+  query_command->add_option("--distribution-top-p", query.distribution_top_p,
+                            "DRAGON: top-p mass of the distributions on the wire (1: full)");
+  query_command->add_option("--lookahead", query.lookahead,
+                            "DRAGON: tokens decoded ahead of the last final one (0: synchronous; "
+                            "default 4)");
+  query_command->add_option("--aggregator-policy", query.aggregator_policy,
+                            "DRAGON: scheduled (the aggregator follows the network), fixed, or "
+                            "alternate (moves every --alternate-every tokens)");
+  query_command->add_option("--alternate-every", query.alternate_every,
+                            "DRAGON: tokens between moves with --aggregator-policy alternate");
   query_command->add_option("question", query.question, "The question")->required();
 
   int32_t limit = 20;

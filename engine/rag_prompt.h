@@ -71,6 +71,7 @@ class RagPromptBuilder {
   std::vector<int32_t> EncodeChunk(std::string_view chunk) const;
 
   const ChatTemplate& chat_template() const { return template_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
   // The system prompt in use.
   const std::string& system_prompt() const { return system_prompt_; }
 

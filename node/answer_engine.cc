@@ -8,6 +8,7 @@
 #include "common/strings.h"
 #include "engine/generate.h"
 #include "engine/kv_cache.h"
+#include "node/dragon_client.h"
 
 namespace silo::node {
 namespace {
@@ -45,9 +46,13 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
   const absl::Time start = absl::Now();
   const v1::GenerationMode mode = request.placement.mode();
   if (mode != v1::GENERATION_MODE_LOCAL && mode != v1::GENERATION_MODE_FEDRAG &&
-      mode != v1::GENERATION_MODE_CENTRALIZED) {
+      mode != v1::GENERATION_MODE_CENTRALIZED && mode != v1::GENERATION_MODE_DRAGON) {
     return absl::UnimplementedError(
         StrCat(v1::GenerationMode_Name(mode), " is not answered by this node's engine"));
+  }
+  if (mode == v1::GENERATION_MODE_DRAGON) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    return AnswerDragon(request, start, on_delta);
   }
   if (mode == v1::GENERATION_MODE_LOCAL) request.sources.clear();
   if (request.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be positive");
@@ -229,6 +234,110 @@ absl::Status AnswerEngine::Decode(engine::KvCache& cache, engine::SequenceId seq
   result.stats.set_n_generated_tokens(static_cast<uint32_t>(generated.generated_tokens));
   if (!forced.empty()) result.stats.set_forced_answer_logprob(forced_logprob);
   return absl::OkStatus();
+}
+
+absl::StatusOr<DragonSideResult> AnswerEngine::RunDragonSide(
+    std::string_view question, std::span<const retrieval::SearchHit> hits,
+    const DragonPeerOptions& options, DragonInbox& inbox, const DragonSend& send,
+    const std::function<void(int32_t)>& on_token) {
+  const std::lock_guard<std::mutex> lock(mutex_);
+  return node::RunDragonSide(transformer_, prompts_, question, hits, options, inbox, send,
+                             on_token);
+}
+
+absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
+    const AnswerRequest& request, absl::Time start,
+    const std::function<bool(const v1::TextDelta&)>& on_delta) {
+  const v1::Placement& placement = request.placement;
+  if (placement.dragon_peer().address().empty()) {
+    return absl::InvalidArgumentError("a DRAGON placement names no cloud peer");
+  }
+  if (!request.forced_answer.empty()) {
+    return absl::UnimplementedError("DRAGON does not score forced answers");
+  }
+  v1::StartSessionRequest session;
+  *session.mutable_session() = placement.session();
+  *session.mutable_model() = model_;
+  session.set_question(request.question);
+  session.set_top_k(static_cast<uint32_t>(request.dragon_top_k));
+  session.set_max_tokens(static_cast<uint32_t>(request.max_tokens));
+  session.mutable_sampling()->set_temperature(request.sampling.temperature);
+  session.mutable_sampling()->set_seed(request.sampling.seed);
+  if (request.sampling.top_p != 1) session.mutable_sampling()->set_top_p(request.sampling.top_p);
+  session.mutable_sampling()->set_top_k(static_cast<uint32_t>(request.sampling.top_k));
+  session.set_aggregator(placement.aggregator() == v1::DRAGON_SIDE_CLOUD ? v1::DRAGON_SIDE_CLOUD
+                                                                         : v1::DRAGON_SIDE_DEVICE);
+  session.set_distribution_top_p(request.distribution_top_p);
+  *session.mutable_settings() = request.dragon;
+  SILO_ASSIGN_OR_RETURN(const DragonPeerOptions options,
+                        DragonPeerOptionsOf(session, v1::DRAGON_SIDE_DEVICE));
+  SILO_ASSIGN_OR_RETURN(std::vector<retrieval::SearchHit> hits,
+                        RetrieveDragonChunks(*corpus_, request.question, request.dragon_top_k));
+
+  AnswerResult result;
+  for (const retrieval::SearchHit& hit : hits) {
+    v1::Source& source = result.sources.emplace_back();
+    source.set_owner_node_id(node_id_);
+    source.set_score(hit.score);
+    source.set_n_tokens(static_cast<uint32_t>(hit.n_tokens));
+  }
+  DragonInbox inbox;
+  SILO_ASSIGN_OR_RETURN(std::unique_ptr<DragonCloudLink> cloud,
+                        DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()),
+                                              session, request.deadline, &inbox));
+  result.stats.set_setup_ns(NanosSince(start));
+  const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
+  engine::StreamingDecoder decoder(&tokenizer);
+  absl::Status delta_status;
+  bool streaming = true;
+  const auto on_token = [&](int32_t token) {
+    if (result.stats.n_generated_tokens() == 0) result.stats.set_ttft_ns(NanosSince(start));
+    result.stats.set_n_generated_tokens(result.stats.n_generated_tokens() + 1);
+    if (!streaming || tokenizer.IsEndOfGeneration(token)) return;
+    absl::StatusOr<std::string> text = decoder.Push(token);
+    if (!text.ok()) {
+      delta_status = text.status();
+      streaming = false;
+      return;
+    }
+    v1::TextDelta delta;
+    delta.set_text(*std::move(text));
+    delta.add_token_ids(static_cast<uint32_t>(token));
+    streaming = on_delta(delta);
+  };
+  absl::StatusOr<DragonSideResult> side = node::RunDragonSide(
+      transformer_, prompts_, request.question, hits, options, inbox,
+      [&](const DragonMessage& message) { return cloud->Send(message); }, on_token);
+  const absl::Status cloud_status = cloud->Finish();
+  SILO_RETURN_IF_ERROR(side.status());
+  SILO_RETURN_IF_ERROR(delta_status);
+  if (std::string rest = decoder.Flush(); !rest.empty()) {
+    v1::TextDelta delta;
+    delta.set_text(std::move(rest));
+    on_delta(delta);
+  }
+  const DragonPeerStats& stats = side->peer.stats;
+  result.stopped_by_eos = side->peer.stopped_by_stop_token;
+  result.stats.set_n_prompt_tokens(static_cast<uint32_t>(side->n_prompt_tokens));
+  result.stats.set_bytes_sent(stats.bytes_sent);
+  result.stats.set_bytes_received(cloud->bytes_received());
+  if (stats.own_drafts_decided > 0) {
+    result.stats.set_dragon_acceptance(static_cast<float>(stats.own_drafts_accepted) /
+                                       static_cast<float>(stats.own_drafts_decided));
+  }
+  result.stats.set_aggregator_moves(
+      static_cast<uint32_t>(stats.handoffs_sent + stats.handoffs_received));
+  if (side->peer.lost_at_step.has_value()) {
+    // The device finished alone; the answer says so.
+    v1::NodeFailure& failure = result.failures.emplace_back();
+    failure.set_node_id(placement.dragon_peer().node_id());
+    const absl::Status& lost = cloud_status.ok() ? side->peer.lost_status : cloud_status;
+    failure.set_code(static_cast<int32_t>(lost.code()));
+    failure.set_message(StrCat("the cloud was lost after ", *side->peer.lost_at_step,
+                               " tokens; the device finished alone: ", lost.message()));
+  }
+  result.stats.set_total_ns(NanosSince(start));
+  return result;
 }
 
 absl::StatusOr<std::vector<std::string>> AnswerEngine::GatherChunkText(

@@ -1,5 +1,7 @@
 // The querier's decoder: it answers a placed session's question in GENERATION_MODE_LOCAL (the
-// question alone, nothing leaves the node), GENERATION_MODE_CENTRALIZED (evaluation only: the
+// question alone, nothing leaves the node), GENERATION_MODE_DRAGON (DESIGN.md §7: this node is
+// the device side, with its own chunks; the placement's dragon_peer is the cloud side),
+// GENERATION_MODE_CENTRALIZED (evaluation only: the
 // owners hand over their chunks' text, see below) or GENERATION_MODE_FEDRAG (DESIGN.md §6) over
 // the virtual context [system][chunk_1]...[chunk_m][question][generated...]:
 //   - the system prompt is prefilled here at positions 0..P-1 (it precedes every chunk);
@@ -35,6 +37,7 @@
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
 #include "node/chunk_handles.h"
+#include "node/dragon_side.h"
 #include "node/fedrag_key_exchange.h"
 #include "node/fedrag_session.h"
 #include "node/peer_channels.h"
@@ -59,6 +62,11 @@ struct AnswerRequest {
   // FedRAG: a compute node failing mid-answer ends it (false) or the answer goes on without the
   // remote chunks (true), the compute node named in AnswerResult::failures.
   bool continue_on_compute_failure = false;
+  // DRAGON: chunks each side retrieves from its own corpus, truncation of the distributions on
+  // the wire (1 = full), lookahead and aggregator policy.
+  int32_t dragon_top_k = 4;
+  float distribution_top_p = 1;
+  v1::DragonSettings dragon;
 };
 
 struct AnswerResult {
@@ -84,6 +92,14 @@ class AnswerEngine {
 
   const engine::RagPromptBuilder& prompts() const { return prompts_; }
 
+  // DRAGON, the cloud's side (DragonService): runs node/dragon_side.h with this node's decoder,
+  // waiting for any answer in progress. Its errors.
+  absl::StatusOr<DragonSideResult> RunDragonSide(std::string_view question,
+                                                 std::span<const retrieval::SearchHit> hits,
+                                                 const DragonPeerOptions& options,
+                                                 DragonInbox& inbox, const DragonSend& send,
+                                                 const std::function<void(int32_t)>& on_token);
+
  private:
   AnswerEngine(retrieval::KnowledgeBase* corpus, const ChunkHandles* handles, std::string node_id,
                KeyExchangeSigner signer, PeerChannels* peers, v1::ModelFingerprint model,
@@ -101,6 +117,10 @@ class AnswerEngine {
                       const std::function<bool(const v1::TextDelta&)>& on_delta);
   // CENTRALIZED: every source's text, from this node's store or its owner's ExportChunkText.
   absl::StatusOr<std::vector<std::string>> GatherChunkText(const AnswerRequest& request);
+  // DRAGON, the device's side: its own chunks, the cloud over a DragonCloudLink.
+  absl::StatusOr<AnswerResult> AnswerDragon(
+      const AnswerRequest& request, absl::Time start,
+      const std::function<bool(const v1::TextDelta&)>& on_delta);
   absl::StatusOr<AnswerResult> AnswerCentralized(
       AnswerRequest request, AnswerResult result, absl::Time start,
       const std::function<bool(const v1::TextDelta&)>& on_delta);

@@ -99,6 +99,9 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
     builder.RegisterService(server->retrieval_service_.get());
     builder.RegisterService(server->query_service_.get());
     builder.RegisterService(server->owner_service_.get());
+    server->dragon_service_ = std::make_unique<DragonService>(
+        server->corpus_.get(), server->answer_engine_.get(), info_without_address.model());
+    builder.RegisterService(server->dragon_service_.get());
   }
   if (config.role == "compute") {
     server->attention_service_ = std::make_unique<ScrambledAttentionService>();

@@ -23,6 +23,7 @@
 #include "node/answer_engine.h"
 #include "node/chunk_handles.h"
 #include "node/control_service.h"
+#include "node/dragon_service.h"
 #include "node/fedrag_owner_service.h"
 #include "node/node_config.h"
 #include "node/peer_channels.h"
@@ -67,6 +68,7 @@ class NodeServer {
   std::unique_ptr<ControlService> control_service_;
   std::unique_ptr<RetrievalService> retrieval_service_;
   std::unique_ptr<FedRagOwnerService> owner_service_;
+  std::unique_ptr<DragonService> dragon_service_;
   std::unique_ptr<AnswerEngine> answer_engine_;
   std::unique_ptr<QueryService> query_service_;
   std::unique_ptr<ScrambledAttentionService> attention_service_;  // compute nodes

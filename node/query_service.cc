@@ -89,6 +89,9 @@ absl::StatusOr<AnswerRequest> AnswerRequestOf(const v1::QueryRequest& request) {
     default:
       return absl::UnimplementedError("K'/V' travel as F32, F16 or BF16");
   }
+  answer.dragon_top_k = request.top_k() == 0 ? 4 : static_cast<int32_t>(request.top_k());
+  answer.distribution_top_p = request.distribution_top_p() == 0 ? 1 : request.distribution_top_p();
+  answer.dragon = request.dragon();
   return answer;
 }
 
@@ -110,12 +113,11 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
   }
   const v1::GenerationMode mode = placement.mode();
   const bool generates = mode == v1::GENERATION_MODE_FEDRAG || mode == v1::GENERATION_MODE_LOCAL ||
-                         mode == v1::GENERATION_MODE_CENTRALIZED;
+                         mode == v1::GENERATION_MODE_CENTRALIZED ||
+                         mode == v1::GENERATION_MODE_DRAGON;
   if (mode != v1::GENERATION_MODE_RETRIEVE && !generates) {
-    return {
-        grpc::StatusCode::UNIMPLEMENTED,
-        StrCat(v1::GenerationMode_Name(mode),
-               " is not served yet: this node answers RETRIEVE, FEDRAG, LOCAL and CENTRALIZED")};
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            StrCat(v1::GenerationMode_Name(mode), " is not a mode this node answers")};
   }
   if (generates && engine_ == nullptr) {
     return {grpc::StatusCode::FAILED_PRECONDITION, "this node runs no decoder"};
@@ -132,7 +134,8 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
   v1::QueryResponse done;
   v1::QueryDone& body = *done.mutable_done();
   std::vector<v1::Source> sources;  // in context order
-  if (mode != v1::GENERATION_MODE_LOCAL) {
+  // DRAGON: each side retrieves from its own corpus when the answer starts.
+  if (mode != v1::GENERATION_MODE_LOCAL && mode != v1::GENERATION_MODE_DRAGON) {
     absl::StatusOr<FederatedRetrievalResult> result =
         RetrieveFederated(querier_, placement, request->question(), *options);
     if (!result.ok()) return ToGrpcStatus(result.status());

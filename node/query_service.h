@@ -7,7 +7,8 @@
 //   LOCAL     generation from the question alone; nothing leaves the node;
 //   CENTRALIZED  evaluation only: federated retrieval, then the owners' chunk text gathered
 //             here (owners that allow it) and generation over it in plaintext.
-// DRAGON is UNIMPLEMENTED here.
+//   DRAGON    this node is the device side: its own top-k chunks, the placement's dragon_peer
+//             the cloud side with its own (DESIGN.md §7), streaming text.
 //
 // Thread-safe.
 #ifndef SILO_NODE_QUERY_SERVICE_H_

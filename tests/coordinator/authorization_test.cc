@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "node/chunk_handles.h"
 #include "node/control_service.h"
+#include "node/dragon_service.h"
 #include "node/fedrag_owner_service.h"
 #include "node/query_service.h"
 #include "node/retrieval_service.h"
@@ -121,7 +122,7 @@ class AuthorizationTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(node_server_,
                          testing::StartDevServer(dir_->path() / "ca", "inst-a",
                                                  {control_.get(), retrieval_.get(), query_.get(),
-                                                  owner_.get(), &attention_}));
+                                                  owner_.get(), &dragon_, &attention_}));
 
     coordinator::CoordinatorConfig config;
     config.listen = "127.0.0.1:0";
@@ -157,6 +158,8 @@ class AuthorizationTest : public ::testing::Test {
   std::unique_ptr<node::RetrievalService> retrieval_;
   std::unique_ptr<node::QueryService> query_;
   std::unique_ptr<node::FedRagOwnerService> owner_;
+  // No corpus and no decoder: its handlers refuse the empty request before needing them.
+  node::DragonService dragon_{nullptr, nullptr, v1::ModelFingerprint()};
   node::ScrambledAttentionService attention_;
   testing::DevServer node_server_;
   std::unique_ptr<coordinator::CoordinatorServer> coordinator_;

@@ -574,10 +574,56 @@ TEST_F(CoordinatorStateTest, FedRagNeedsAnOnlineComputeNode) {
               StatusIs(absl::StatusCode::kUnavailable, HasSubstr("compute")));
 }
 
-TEST_F(PlacementTest, OtherModesAreUnimplementedOrInvalid) {
-  EXPECT_THAT(Place(Request(v1::GENERATION_MODE_DRAGON, "querier")),
-              StatusIs(absl::StatusCode::kUnimplemented,
-                       "placement of dragon sessions arrives with the DRAGON issue"));
+v1::NodeInfo WithModel(v1::NodeInfo node, char model, bool gpu = false) {
+  node.mutable_model()->set_name(StrCat("model-", std::string(1, model)));
+  node.mutable_model()->set_sha256(std::string(32, model));
+  node.mutable_capabilities()->set_has_gpu(gpu);
+  return node;
+}
+
+TEST_F(PlacementTest, DragonTakesTheNearestInstitutionWithTheSameModel) {
+  Register(WithModel(Node("phone", v1::NODE_ROLE_DEVICE), 'M'));
+  Register(WithModel(Node("cloud-near", v1::NODE_ROLE_INSTITUTION), 'M', /*gpu=*/true));
+  Register(WithModel(Node("cloud-far", v1::NODE_ROLE_INSTITUTION), 'M'));
+  Register(WithModel(Node("cloud-other-model", v1::NODE_ROLE_INSTITUTION), 'N'));
+  Register(WithModel(Node("other-phone", v1::NODE_ROLE_DEVICE), 'M'));
+  ASSERT_OK(state_->ReportProbes(
+      "phone",
+      {Measurement("cloud-near", 5, 100), Measurement("cloud-far", 80, 100),
+       Measurement("cloud-other-model", 1, 100), Measurement("other-phone", 1, 100)},
+      kT0));
+  ASSERT_OK_AND_ASSIGN(const v1::Placement placement,
+                       Place(Request(v1::GENERATION_MODE_DRAGON, "phone")));
+  EXPECT_EQ(placement.dragon_peer().node_id(), "cloud-near");
+  EXPECT_EQ(placement.participants_size(), 0);
+  EXPECT_EQ(placement.aggregator(), v1::DRAGON_SIDE_DEVICE);
+  EXPECT_FALSE(placement.has_compute());
+
+  // A named cloud is taken as named, and checked.
+  v1::PlaceSessionRequest named = Request(v1::GENERATION_MODE_DRAGON, "phone");
+  named.add_participant_node_ids("cloud-far");
+  ASSERT_OK_AND_ASSIGN(const v1::Placement far, Place(named));
+  EXPECT_EQ(far.dragon_peer().node_id(), "cloud-far");
+  named.set_participant_node_ids(0, "cloud-other-model");
+  EXPECT_THAT(Place(named),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("another model")));
+  named.set_participant_node_ids(0, "other-phone");
+  EXPECT_THAT(Place(named), StatusIs(absl::StatusCode::kFailedPrecondition));
+  named.add_participant_node_ids("cloud-near");
+  EXPECT_THAT(Place(named), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(PlacementTest, DragonAggregatesOnTheSlowerSideAndNeedsACloud) {
+  Register(WithModel(Node("gpu-phone", v1::NODE_ROLE_DEVICE), 'G', /*gpu=*/true));
+  EXPECT_THAT(Place(Request(v1::GENERATION_MODE_DRAGON, "gpu-phone")),
+              StatusIs(absl::StatusCode::kUnavailable));
+  Register(WithModel(Node("cpu-cloud", v1::NODE_ROLE_INSTITUTION), 'G'));
+  ASSERT_OK_AND_ASSIGN(const v1::Placement placement,
+                       Place(Request(v1::GENERATION_MODE_DRAGON, "gpu-phone")));
+  EXPECT_EQ(placement.aggregator(), v1::DRAGON_SIDE_CLOUD);
+}
+
+TEST_F(PlacementTest, OtherModesAreInvalid) {
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_UNSPECIFIED, "querier")),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(Place(Request(static_cast<v1::GenerationMode>(77), "querier")),

@@ -1,0 +1,83 @@
+#include "node/dragon_client.h"
+
+#include <utility>
+
+#include "node/grpc_status.h"
+
+namespace silo::node {
+
+absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
+    const std::shared_ptr<grpc::Channel>& channel, const v1::StartSessionRequest& request,
+    absl::Time deadline, DragonInbox* inbox) {
+  std::unique_ptr<DragonCloudLink> link(new DragonCloudLink());
+  link->stub_ = v1::DragonService::NewStub(channel);
+  {
+    grpc::ClientContext start;
+    start.set_deadline(absl::ToChronoTime(deadline));
+    v1::StartSessionResponse response;
+    if (grpc::Status status = link->stub_->StartSession(&start, request, &response); !status.ok()) {
+      return FromGrpcStatus(status);
+    }
+    link->n_cloud_chunks_ = response.n_chunks();
+  }
+  link->context_.set_deadline(absl::ToChronoTime(deadline));
+  link->stream_ = link->stub_->Decode(&link->context_);
+  v1::DecodeRequest hello;
+  *hello.mutable_session() = request.session();
+  if (!link->stream_->Write(hello)) {
+    link->finished_ = true;
+    return FromGrpcStatus(link->stream_->Finish());
+  }
+  link->reader_ = std::thread([raw = link.get(), inbox] {
+    v1::DecodeResponse response;
+    while (raw->stream_->Read(&response)) {
+      raw->bytes_received_ += static_cast<int64_t>(response.ByteSizeLong());
+      switch (response.event_case()) {
+        case v1::DecodeResponse::kDraft:
+          inbox->Push(std::move(*response.mutable_draft()));
+          break;
+        case v1::DecodeResponse::kVerdict:
+          inbox->Push(std::move(*response.mutable_verdict()));
+          break;
+        case v1::DecodeResponse::kHandoff:
+          inbox->Push(std::move(*response.mutable_handoff()));
+          break;
+        default:
+          break;  // an empty event carries nothing
+      }
+    }
+    inbox->Close(absl::UnavailableError("the cloud ended the DRAGON stream"));
+  });
+  return link;
+}
+
+DragonCloudLink::~DragonCloudLink() {
+  if (!finished_ && stream_ != nullptr) {
+    context_.TryCancel();
+    (void)Finish();
+  }
+}
+
+absl::Status DragonCloudLink::Send(const DragonMessage& message) {
+  v1::DecodeRequest request;
+  if (const auto* draft = std::get_if<v1::Draft>(&message)) {
+    *request.mutable_draft() = *draft;
+  } else if (const auto* verdict = std::get_if<v1::Verdict>(&message)) {
+    *request.mutable_verdict() = *verdict;
+  } else {
+    *request.mutable_handoff() = std::get<v1::AggregatorHandoff>(message);
+  }
+  if (!stream_->Write(request)) return absl::UnavailableError("the cloud stream is broken");
+  return absl::OkStatus();
+}
+
+absl::Status DragonCloudLink::Finish() {
+  if (finished_) return finish_status_;
+  finished_ = true;
+  stream_->WritesDone();
+  if (reader_.joinable()) reader_.join();
+  finish_status_ = FromGrpcStatus(stream_->Finish());
+  return finish_status_;
+}
+
+}  // namespace silo::node

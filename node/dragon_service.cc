@@ -1,0 +1,151 @@
+#include "node/dragon_service.h"
+
+#include <thread>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "node/dragon_side.h"
+#include "node/federated_retrieval.h"
+#include "node/grpc_status.h"
+#include "node/rpc_roles.h"
+
+namespace silo::node {
+namespace {
+
+using absl::StrCat;
+
+// The event of a device message, or nullopt for none (the first message may carry only the
+// session).
+std::optional<DragonMessage> EventOf(v1::DecodeRequest request) {
+  switch (request.event_case()) {
+    case v1::DecodeRequest::kDraft:
+      return std::move(*request.mutable_draft());
+    case v1::DecodeRequest::kVerdict:
+      return std::move(*request.mutable_verdict());
+    case v1::DecodeRequest::kHandoff:
+      return std::move(*request.mutable_handoff());
+    default:
+      return std::nullopt;
+  }
+}
+
+v1::DecodeResponse ResponseOf(const DragonMessage& message) {
+  v1::DecodeResponse response;
+  if (const auto* draft = std::get_if<v1::Draft>(&message)) {
+    *response.mutable_draft() = *draft;
+  } else if (const auto* verdict = std::get_if<v1::Verdict>(&message)) {
+    *response.mutable_verdict() = *verdict;
+  } else {
+    *response.mutable_handoff() = std::get<v1::AggregatorHandoff>(message);
+  }
+  return response;
+}
+
+}  // namespace
+
+grpc::Status DragonService::StartSession(grpc::ServerContext* context,
+                                         const v1::StartSessionRequest* request,
+                                         v1::StartSessionResponse* response) {
+  absl::StatusOr<crypto::PeerIdentity> caller =
+      AuthorizeCall(*context, Server::kNode, "/silo.v1.DragonService/StartSession");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  if (request->session().value().size() != 16) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "the session id must be 16 bytes"};
+  }
+  if (request->model().sha256() != model_.sha256()) {
+    return {grpc::StatusCode::FAILED_PRECONDITION,
+            StrCat("this node decodes with '", model_.name(), "', the device with '",
+                   request->model().name(), "': DRAGON needs the same model and tokenizer")};
+  }
+  if (request->question().empty() || request->question().size() > kMaxQuestionBytes) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "the question must have 1 to 32 KiB"};
+  }
+  if (request->top_k() < 1 || request->top_k() > static_cast<uint32_t>(kMaxQueryTopK)) {
+    return {grpc::StatusCode::INVALID_ARGUMENT,
+            StrCat("top_k must be in [1, ", kMaxQueryTopK, "]")};
+  }
+  if (absl::StatusOr<DragonPeerOptions> options =
+          DragonPeerOptionsOf(*request, v1::DRAGON_SIDE_CLOUD);
+      !options.ok()) {
+    return ToGrpcStatus(options.status());
+  }
+  absl::StatusOr<std::vector<retrieval::SearchHit>> hits =
+      RetrieveDragonChunks(*corpus_, request->question(), static_cast<int32_t>(request->top_k()));
+  if (!hits.ok()) return ToGrpcStatus(hits.status());
+  response->set_n_chunks(static_cast<uint32_t>(hits->size()));
+
+  std::lock_guard lock(mutex_);
+  const absl::Time now = absl::Now();
+  std::erase_if(pending_,
+                [&](const auto& entry) { return now - entry.second.started > kDragonSessionTtl; });
+  if (pending_.size() >= kMaxPendingDragonSessions) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED, "too many DRAGON sessions wait to decode"};
+  }
+  if (!pending_
+           .emplace(request->session().value(), Pending{.request = *request,
+                                                        .hits = *std::move(hits),
+                                                        .device = *std::move(caller),
+                                                        .started = now})
+           .second) {
+    return {grpc::StatusCode::ALREADY_EXISTS, "the session was started already"};
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status DragonService::Decode(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) {
+  absl::StatusOr<crypto::PeerIdentity> caller =
+      AuthorizeCall(*context, Server::kNode, "/silo.v1.DragonService/Decode");
+  if (!caller.ok()) return ToGrpcStatus(caller.status());
+  v1::DecodeRequest first;
+  if (!stream->Read(&first)) {
+    return {grpc::StatusCode::INVALID_ARGUMENT, "the stream ended before naming a session"};
+  }
+  Pending session;
+  {
+    std::lock_guard lock(mutex_);
+    auto found = pending_.find(first.session().value());
+    if (found == pending_.end() || absl::Now() - found->second.started > kDragonSessionTtl) {
+      return {grpc::StatusCode::NOT_FOUND, "no DRAGON session with this id awaits decoding"};
+    }
+    if (!(found->second.device == *caller)) {
+      return {grpc::StatusCode::PERMISSION_DENIED, "the session was started by another node"};
+    }
+    session = std::move(found->second);
+    pending_.erase(found);
+  }
+  absl::StatusOr<DragonPeerOptions> options =
+      DragonPeerOptionsOf(session.request, v1::DRAGON_SIDE_CLOUD);
+  if (!options.ok()) return ToGrpcStatus(options.status());
+
+  DragonInbox inbox;
+  if (std::optional<DragonMessage> event = EventOf(std::move(first)); event.has_value()) {
+    inbox.Push(*std::move(event));
+  }
+  // The device's messages arrive on this thread while the decode loop runs on the handler's.
+  std::thread reader([&] {
+    v1::DecodeRequest request;
+    while (stream->Read(&request)) {
+      if (std::optional<DragonMessage> event = EventOf(std::move(request)); event.has_value()) {
+        inbox.Push(*std::move(event));
+      }
+    }
+    inbox.Close(absl::UnavailableError("the device closed the stream"));
+  });
+  absl::StatusOr<DragonSideResult> result = engine_->RunDragonSide(
+      session.request.question(), session.hits, *options, inbox,
+      [&](const DragonMessage& message) {
+        if (context->IsCancelled() || !stream->Write(ResponseOf(message))) {
+          return absl::UnavailableError("the device stream is gone");
+        }
+        return absl::OkStatus();
+      },
+      [](int32_t) {});
+  // The reader ends when the device half-closes or the call is cancelled.
+  if (!result.ok()) context->TryCancel();
+  reader.join();
+  return ToGrpcStatus(result.status());
+}
+
+}  // namespace silo::node
