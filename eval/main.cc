@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "eval/dragon_eval.h"
 #include "eval/fedrag_bench.h"
 #include "eval/fedrag_utility.h"
 #include "eval/privacy_eval.h"
@@ -72,9 +73,34 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
       ->capture_default_str();
   fedrag_command->add_option("--decoder", fedrag.federation.decoder_model)->capture_default_str();
 
+  silo::eval::DragonBenchOptions dragon_bench;
+  CLI::App* dragon_bench_command = bench_command->add_subcommand(
+      "dragon",
+      "Per-token latency and TTFT of device-only, sync, sequence and DRAGON (aggregator on the "
+      "device, on the cloud, scheduled) at several RTTs between device and cloud; latency.png");
+  dragon_bench_command->add_option("--questions", dragon_bench.n_questions)->capture_default_str();
+  dragon_bench_command->add_option("--max-tokens", dragon_bench.max_tokens)->capture_default_str();
+  dragon_bench_command->add_option("--chunks", dragon_bench.n_chunks, "Chunks, half per side")
+      ->capture_default_str();
+  dragon_bench_command->add_option("--rtt-ms", dragon_bench.rtts_ms)->delimiter(',')->capture_default_str();
+  dragon_bench_command->add_option("--corpus-dir", dragon_bench.lab.corpus_dir)
+      ->capture_default_str();
+  dragon_bench_command->add_option("--out", dragon_bench.out_dir)->capture_default_str();
+
   silo::eval::FedRagUtilityOptions utility;
+  silo::eval::DragonUtilityOptions dragon_utility;
+  std::string utility_mode = "fedrag";
   CLI::App* utility_command = app.add_subcommand(
-      "utility", "Gold-answer perplexity of local, centralized and FedRAG over the Python FAQ");
+      "utility",
+      "Gold-answer perplexity over the Python FAQ: --mode fedrag (local, centralized, FedRAG) or "
+      "--mode dragon (none, device-only, cloud-only, centralized RAG, DRAGON per chunk count, "
+      "and greedy DRAGON against centralized-mixture)");
+  utility_command->add_option("--mode", utility_mode, "fedrag or dragon")->capture_default_str();
+  utility_command->add_option("--chunks", dragon_utility.chunk_counts, "dragon: chunk counts")
+      ->delimiter(',')
+      ->capture_default_str();
+  utility_command->add_option("--corpus-dir", dragon_utility.lab.corpus_dir, "dragon: FAQ store")
+      ->capture_default_str();
   utility_command->add_option("--work-dir", utility.federation.work_dir)->capture_default_str();
   utility_command->add_option("--questions", utility.n_questions)->capture_default_str();
   utility_command->add_option("--max-tokens", utility.max_tokens, "Gold-answer tokens scored")
@@ -156,6 +182,32 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
                               : silo::eval::RewritePrivacyReports(privacy, from_json, std::cout);
         !result.ok()) {
       std::cerr << "silo-eval privacy: " << result.status() << "\n";
+      return 1;
+    }
+    return 0;
+  }
+
+  if (utility_command->parsed() && utility_mode == "dragon") {
+    dragon_utility.n_questions = utility.n_questions;
+    dragon_utility.max_tokens = utility.max_tokens;
+    if (const absl::StatusOr<silo::eval::DragonUtilityResult> result =
+            silo::eval::RunDragonUtility(dragon_utility, std::cout, std::cerr);
+        !result.ok()) {
+      std::cerr << "silo-eval utility --mode dragon: " << result.status() << "\n";
+      return 1;
+    }
+    return 0;
+  }
+  if (utility_command->parsed() && utility_mode != "fedrag") {
+    std::cerr << "silo-eval utility: --mode must be fedrag or dragon\n";
+    return 2;
+  }
+
+  if (dragon_bench_command->parsed()) {
+    if (const absl::Status status =
+            silo::eval::RunDragonBench(dragon_bench, std::cout, std::cerr);
+        !status.ok()) {
+      std::cerr << "silo-eval bench dragon: " << status << "\n";
       return 1;
     }
     return 0;

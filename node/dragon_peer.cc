@@ -59,6 +59,9 @@ absl::Status ValidateDragonPeerOptions(const DragonPeerOptions& options) {
   if (!(options.distribution_top_p > 0 && options.distribution_top_p <= 1)) {
     return absl::InvalidArgumentError("distribution_top_p must be in (0, 1]");
   }
+  for (const int32_t token : options.forced_tokens) {
+    if (token < 0) return absl::InvalidArgumentError("a forced token is negative");
+  }
   if (options.alternate_every < 1) {
     return absl::InvalidArgumentError("alternate_every must be at least 1");
   }
@@ -105,6 +108,11 @@ class Peer {
       return absl::InvalidArgumentError(
           absl::StrCat(streams_.n_streams(), " streams but ", scores_.size(), " scores"));
     }
+    for (const int32_t token : options_.forced_tokens) {
+      if (token >= streams_.vocab_size()) {
+        return absl::InvalidArgumentError("a forced token is outside the vocabulary");
+      }
+    }
     if (streams_.n_answer_tokens() != 0 || streams_.logits().empty()) {
       return absl::FailedPreconditionError("the streams must be freshly started");
     }
@@ -142,6 +150,17 @@ class Peer {
   };
 
   bool IsAggregator() const { return aggregator_ == options_.side; }
+  int32_t MaxTokens() const {
+    return options_.forced_tokens.empty() ? options_.max_tokens
+                                          : static_cast<int32_t>(options_.forced_tokens.size());
+  }
+  // The token step `step` commits: the forced one, or `decided`.
+  int32_t Final(int32_t step, int32_t decided, std::span<const float> target) {
+    if (options_.forced_tokens.empty()) return decided;
+    const int32_t forced = options_.forced_tokens[static_cast<size_t>(step)];
+    result_.forced_logprob += std::log(std::max(target[static_cast<size_t>(forced)], 1e-30f));
+    return forced;
+  }
   int32_t Confirmed() const { return static_cast<int32_t>(result_.tokens.size()); }
   bool IsStop(int32_t token) const {
     return std::find(options_.stop_tokens.begin(), options_.stop_tokens.end(), token) !=
@@ -254,7 +273,7 @@ class Peer {
     result_.tokens.push_back(token);
     on_token_(token);
     if (IsStop(token)) result_.stopped_by_stop_token = true;
-    done_ = IsStop(token) || Confirmed() >= options_.max_tokens;
+    done_ = (options_.forced_tokens.empty() && IsStop(token)) || Confirmed() >= MaxTokens();
     return absl::OkStatus();
   }
 
@@ -265,7 +284,7 @@ class Peer {
     const Pending& own = pending_.front();
     if (alone_) {
       ++result_.stats.steps_aggregated;
-      SILO_RETURN_IF_ERROR(Commit(own.draft));
+      SILO_RETURN_IF_ERROR(Commit(Final(step, own.draft, own.own.p)));
       return true;
     }
     auto remote = remote_drafts_.find(static_cast<uint32_t>(step));
@@ -274,9 +293,10 @@ class Peer {
     const std::vector<float> target =
         MixSides(own.own, SideMixture{.h = draft.h(), .p = remote->second.p});
     std::mt19937_64 generator = GeneratorFor(options_.seed, kVerdictDraws, step, 0);
-    const DraftVerdict verdict =
-        VerifyDraft(target, remote->second.p, static_cast<int32_t>(draft.token()),
-                    options_.temperature == 0, generator);
+    DraftVerdict verdict = VerifyDraft(target, remote->second.p, static_cast<int32_t>(draft.token()),
+                                       options_.temperature == 0, generator);
+    verdict.token = Final(step, verdict.token, target);
+    verdict.accepted = verdict.token == static_cast<int32_t>(draft.token());
     v1::Verdict message;
     message.set_step(static_cast<uint32_t>(step));
     message.set_final_token(static_cast<uint32_t>(verdict.token));
@@ -327,7 +347,7 @@ class Peer {
     if (fed < Confirmed()) return true;  // the final token must go in
     if (pending_.empty()) return false;
     const Pending& last = pending_.back();
-    return last.step + 1 < options_.max_tokens && !IsStop(last.draft) &&
+    return last.step + 1 < MaxTokens() && !IsStop(last.draft) &&
            last.step + 1 - Confirmed() <= options_.max_lookahead;
   }
 

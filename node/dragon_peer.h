@@ -82,6 +82,10 @@ struct DragonPeerOptions {
   int32_t alternate_every = 4;
   AggregatorSchedulerOptions scheduler;
   absl::Duration peer_timeout = absl::Seconds(30);
+  // Evaluation (teacher forcing): when not empty, step t commits forced_tokens[t] instead of the
+  // verdict's token, the answer has exactly these tokens (max_tokens is ignored), and the
+  // deciding side adds log p(forced token) under the mixture to forced_logprob.
+  std::vector<int32_t> forced_tokens;
 };
 
 // InvalidArgument for a side or aggregator that is not DEVICE or CLOUD, max_tokens < 1,
@@ -106,6 +110,7 @@ struct DragonPeerResult {
   std::optional<int32_t> lost_at_step;
   absl::Status lost_status;
   DragonPeerStats stats;
+  double forced_logprob = 0;  // over the steps this side decided (teacher forcing)
 };
 
 // Sends one message to the other side; an error means the other side is gone.

@@ -4,11 +4,7 @@
 // follows the mixture; a lost side is survived; protocol violations are refused.
 #include "node/dragon_peer.h"
 
-#include <atomic>
-#include <condition_variable>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <thread>
 #include <utility>
@@ -16,6 +12,7 @@
 
 #include "common/status_macros.h"
 #include "engine/document_streams.h"
+#include "eval/emulated_link.h"
 #include "engine/model.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
@@ -32,86 +29,6 @@ namespace {
 using ::silo::testing::StatusIs;
 
 constexpr int32_t kVocab = 128;
-
-// Delivers messages to `to` after `delay`, in order, on its own thread. Cut() severs the link:
-// the receiving side sees Unavailable and later sends fail.
-class DelayedLink {
- public:
-  DelayedLink(DragonInbox* to, absl::Duration delay) : to_(to), delay_(delay) {
-    thread_ = std::thread([this] { Deliver(); });
-  }
-  ~DelayedLink() {
-    {
-      std::lock_guard lock(mutex_);
-      stopping_ = true;
-    }
-    changed_.notify_one();
-    thread_.join();
-  }
-
-  absl::Status Send(const DragonMessage& message) {
-    std::lock_guard lock(mutex_);
-    if (cut_) return absl::UnavailableError("link cut");
-    if (cut_after_.has_value() && sent_ >= *cut_after_) {
-      cut_ = true;
-      to_->Close(absl::UnavailableError("the other side is gone"));
-      return absl::UnavailableError("link cut");
-    }
-    ++sent_;
-    queue_.emplace_back(absl::Now() + delay_, message);
-    changed_.notify_one();
-    return absl::OkStatus();
-  }
-
-  // The sender is done: the receiver hears the end after the messages in flight.
-  void Finish() {
-    std::lock_guard lock(mutex_);
-    queue_.emplace_back(absl::Now() + delay_, std::nullopt);
-    changed_.notify_one();
-  }
-
-  // The link fails at the n-th message from now.
-  void CutAfter(int n) {
-    std::lock_guard lock(mutex_);
-    cut_after_ = sent_ + n;
-  }
-
- private:
-  void Deliver() {
-    std::unique_lock lock(mutex_);
-    while (true) {
-      if (stopping_) return;
-      if (queue_.empty()) {
-        changed_.wait(lock);
-        continue;
-      }
-      const absl::Time due = queue_.front().first;
-      if (absl::Now() < due) {
-        changed_.wait_for(lock, absl::ToChronoNanoseconds(due - absl::Now()));
-        continue;
-      }
-      std::optional<DragonMessage> message = std::move(queue_.front().second);
-      queue_.pop_front();
-      if (cut_) continue;
-      if (message.has_value()) {
-        to_->Push(std::move(*message));
-      } else {
-        to_->Close(absl::UnavailableError("the other side finished"));
-      }
-    }
-  }
-
-  DragonInbox* to_;
-  absl::Duration delay_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<std::pair<absl::Time, std::optional<DragonMessage>>> queue_;
-  std::optional<int> cut_after_;
-  int sent_ = 0;
-  bool cut_ = false;
-  bool stopping_ = false;
-  std::thread thread_;
-};
 
 DragonPeerOptions Options(v1::DragonSide aggregator, int32_t max_tokens, AggregatorPolicy policy) {
   DragonPeerOptions options;
@@ -188,8 +105,8 @@ class DragonPeerTest : public ::testing::Test {
            std::optional<int> cut_cloud_after = std::nullopt) {
     DragonInbox device_inbox;
     DragonInbox cloud_inbox;
-    auto to_cloud = std::make_unique<DelayedLink>(&cloud_inbox, one_way);
-    auto to_device = std::make_unique<DelayedLink>(&device_inbox, one_way);
+    auto to_cloud = std::make_unique<eval::EmulatedLink>(&cloud_inbox, one_way);
+    auto to_device = std::make_unique<eval::EmulatedLink>(&device_inbox, one_way);
     if (cut_cloud_after.has_value()) to_device->CutAfter(*cut_cloud_after);
     Pair pair;
     DragonPeerOptions cloud_options = options;
