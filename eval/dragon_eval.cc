@@ -75,8 +75,8 @@ absl::StatusOr<AloneResult> DecodeAlone(SideStreams& side, const DragonRunOption
                                         const std::vector<int32_t>& stop_tokens) {
   AloneResult result;
   const bool forced = !options.forced_tokens.empty();
-  const int32_t n = forced ? static_cast<int32_t>(options.forced_tokens.size())
-                           : options.max_tokens;
+  const int32_t n =
+      forced ? static_cast<int32_t>(options.forced_tokens.size()) : options.max_tokens;
   for (int32_t step = 0; step < n; ++step) {
     SILO_ASSIGN_OR_RETURN(const node::SideMixture mixture,
                           node::MixStreams(side.streams->logits(), side.scores, 0));
@@ -221,8 +221,8 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
       break;
   }
   if (alone.has_value()) {
-    SILO_ASSIGN_OR_RETURN(SideStreams side, StartSide(*device_, *prompts_, c.question,
-                                                      alone->first, alone->second, max_answer));
+    SILO_ASSIGN_OR_RETURN(SideStreams side, StartSide(*device_, *prompts_, c.question, alone->first,
+                                                      alone->second, max_answer));
     SILO_ASSIGN_OR_RETURN(AloneResult decoded, DecodeAlone(side, options, stop_tokens_));
     result.tokens = std::move(decoded.tokens);
     result.forced_logprob = decoded.forced_logprob;
@@ -242,9 +242,9 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
                                                         cloud_documents, cloud_scores, max_answer));
       return DecodeAlone(side, options, stop_tokens_);
     });
-    SILO_ASSIGN_OR_RETURN(SideStreams device_side,
-                          StartSide(*device_, *prompts_, c.question, device_documents,
-                                    device_scores, max_answer));
+    SILO_ASSIGN_OR_RETURN(
+        SideStreams device_side,
+        StartSide(*device_, *prompts_, c.question, device_documents, device_scores, max_answer));
     absl::StatusOr<AloneResult> device = DecodeAlone(device_side, options, stop_tokens_);
     absl::StatusOr<AloneResult> cloud_result = cloud.get();
     SILO_RETURN_IF_ERROR(device.status());
@@ -258,7 +258,8 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
     result.forced_logprob = cloud_wins ? cloud_result->forced_logprob : device->forced_logprob;
     // The merged answer exists only once both are in: all of it arrives at once.
     result.ttft_ms = absl::ToDoubleMilliseconds(merged - start);
-    result.token_ms = result.ttft_ms / static_cast<double>(std::max<size_t>(1, result.tokens.size()));
+    result.token_ms =
+        result.ttft_ms / static_cast<double>(std::max<size_t>(1, result.tokens.size()));
     return result;
   }
 
@@ -282,22 +283,22 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
     absl::StatusOr<node::DragonPeerResult> run = [&]() -> absl::StatusOr<node::DragonPeerResult> {
       SILO_ASSIGN_OR_RETURN(SideStreams side, StartSide(*cloud_, *prompts_, c.question,
                                                         cloud_documents, cloud_scores, max_answer));
-      return node::RunDragonPeer(*side.streams, side.scores, cloud_options, cloud_inbox,
-                                 [&](const node::DragonMessage& m) { return to_device.Send(m); },
-                                 [](int32_t) {});
+      return node::RunDragonPeer(
+          *side.streams, side.scores, cloud_options, cloud_inbox,
+          [&](const node::DragonMessage& m) { return to_device.Send(m); }, [](int32_t) {});
     }();
     to_device.Finish();
     return run;
   });
   peer.side = v1::DRAGON_SIDE_DEVICE;
   std::vector<absl::Time> times;
-  absl::StatusOr<node::DragonPeerResult> device =
-      [&]() -> absl::StatusOr<node::DragonPeerResult> {
+  absl::StatusOr<node::DragonPeerResult> device = [&]() -> absl::StatusOr<node::DragonPeerResult> {
     SILO_ASSIGN_OR_RETURN(SideStreams side, StartSide(*device_, *prompts_, c.question,
                                                       device_documents, device_scores, max_answer));
-    return node::RunDragonPeer(*side.streams, side.scores, peer, device_inbox,
-                               [&](const node::DragonMessage& m) { return to_cloud.Send(m); },
-                               [&](int32_t) { times.push_back(absl::Now()); });
+    return node::RunDragonPeer(
+        *side.streams, side.scores, peer, device_inbox,
+        [&](const node::DragonMessage& m) { return to_cloud.Send(m); },
+        [&](int32_t) { times.push_back(absl::Now()); });
   }();
   to_cloud.Finish();
   absl::StatusOr<node::DragonPeerResult> cloud_result = cloud.get();
@@ -327,8 +328,8 @@ absl::StatusOr<DragonUtilityResult> RunDragonUtility(const DragonUtilityOptions&
 
   // 1. Greedy DRAGON against its exact target.
   for (int i = 0; i < options.n_questions; ++i) {
-    SILO_ASSIGN_OR_RETURN(const DragonCase c, lab->Case(i, options.n_questions,
-                                                        options.agreement_chunks));
+    SILO_ASSIGN_OR_RETURN(const DragonCase c,
+                          lab->Case(i, options.n_questions, options.agreement_chunks));
     DragonRunOptions run = ModeOptions(DragonMode::kCentralizedMixture);
     run.max_tokens = options.max_tokens;
     SILO_ASSIGN_OR_RETURN(const DragonRunResult target, lab->Run(c, run));
@@ -370,7 +371,8 @@ absl::StatusOr<DragonUtilityResult> RunDragonUtility(const DragonUtilityOptions&
     const FaqQuestion& question = lab->faq()[static_cast<size_t>(i) * stride % lab->faq().size()];
     SILO_ASSIGN_OR_RETURN(const std::string answer, LoadAnswerText(question));
     gold[i] = tokenizer.Encode(answer, /*parse_special=*/false);
-    if (gold[i].size() > static_cast<size_t>(options.max_tokens)) gold[i].resize(options.max_tokens);
+    if (gold[i].size() > static_cast<size_t>(options.max_tokens))
+      gold[i].resize(options.max_tokens);
   }
   const auto perplexity = [&](DragonMode mode, int n_chunks) -> absl::StatusOr<double> {
     double logprob = 0;
@@ -431,7 +433,9 @@ absl::Status WriteLatencyPlot(const std::vector<BenchRow>& rows, const std::vect
   const double max_rtt = std::max(1.0, *std::max_element(rtts.begin(), rtts.end()));
   const int32_t plot_w = kWidth - kLeft - kRight;
   const int32_t plot_h = kHeight - kTop - kBottom;
-  const auto x_of = [&](double rtt) { return kLeft + static_cast<int32_t>(rtt / max_rtt * plot_w); };
+  const auto x_of = [&](double rtt) {
+    return kLeft + static_cast<int32_t>(rtt / max_rtt * plot_w);
+  };
   const auto y_of = [&](double ms) {
     return kTop + plot_h - static_cast<int32_t>(ms / (max_ms * 1.1) * plot_h);
   };
@@ -450,8 +454,8 @@ absl::Status WriteLatencyPlot(const std::vector<BenchRow>& rows, const std::vect
   for (size_t r = 0; r < rows.size(); ++r) {
     const uint32_t color = colors[r % 6];
     for (size_t i = 0; i + 1 < rtts.size(); ++i) {
-      canvas.Line(x_of(rtts[i]), y_of(token_ms[r][i]), x_of(rtts[i + 1]),
-                  y_of(token_ms[r][i + 1]), color);
+      canvas.Line(x_of(rtts[i]), y_of(token_ms[r][i]), x_of(rtts[i + 1]), y_of(token_ms[r][i + 1]),
+                  color);
     }
     canvas.Fill(kWidth - kRight + 10, kTop + 14 * static_cast<int32_t>(r), 10, 8, color);
     canvas.Text(kWidth - kRight + 24, kTop + 14 * static_cast<int32_t>(r), rows[r].name, color);

@@ -115,10 +115,10 @@ class DragonLab {
 struct DragonUtilityOptions {
   DragonLab::Options lab;
   int n_questions = 20;
-  int max_tokens = 64;                        // gold-answer tokens scored; greedy tokens compared
+  int max_tokens = 64;  // gold-answer tokens scored; greedy tokens compared
   std::vector<int> chunk_counts = {2, 4, 8, 16};
-  int agreement_chunks = 4;                   // chunks of the DRAGON/centralized comparison
-  float truncated_top_p = 0.9f;               // the truncation whose agreement is reported
+  int agreement_chunks = 4;      // chunks of the DRAGON/centralized comparison
+  float truncated_top_p = 0.9f;  // the truncation whose agreement is reported
 };
 
 struct DragonUtilityRow {
@@ -130,7 +130,7 @@ struct DragonUtilityRow {
 struct DragonUtilityResult {
   std::vector<DragonUtilityRow> rows;
   int greedy_questions = 0;
-  int greedy_identical = 0;       // DRAGON (full distributions) == centralized-mixture, all tokens
+  int greedy_identical = 0;  // DRAGON (full distributions) == centralized-mixture, all tokens
   int64_t greedy_tokens = 0;
   int64_t greedy_tokens_equal = 0;
   int64_t truncated_tokens_equal = 0;  // with distribution_top_p = truncated_top_p, same prefix

@@ -33,9 +33,8 @@ absl::Status EmulatedLink::Send(const node::DragonMessage& message) {
   ++sent_;
   const double spread = std::uniform_real_distribution<double>(-1, 1)(generator_);
   // In order, as one TCP stream: a message never overtakes the one before it.
-  const absl::Time due =
-      std::max(last_due_, absl::Now() + std::max(absl::ZeroDuration(),
-                                                 one_way_delay_ + jitter_ * spread));
+  const absl::Time due = std::max(
+      last_due_, absl::Now() + std::max(absl::ZeroDuration(), one_way_delay_ + jitter_ * spread));
   last_due_ = due;
   queue_.emplace_back(due, message);
   changed_.notify_one();

@@ -82,7 +82,9 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   dragon_bench_command->add_option("--max-tokens", dragon_bench.max_tokens)->capture_default_str();
   dragon_bench_command->add_option("--chunks", dragon_bench.n_chunks, "Chunks, half per side")
       ->capture_default_str();
-  dragon_bench_command->add_option("--rtt-ms", dragon_bench.rtts_ms)->delimiter(',')->capture_default_str();
+  dragon_bench_command->add_option("--rtt-ms", dragon_bench.rtts_ms)
+      ->delimiter(',')
+      ->capture_default_str();
   dragon_bench_command->add_option("--corpus-dir", dragon_bench.lab.corpus_dir)
       ->capture_default_str();
   dragon_bench_command->add_option("--out", dragon_bench.out_dir)->capture_default_str();
@@ -204,8 +206,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   }
 
   if (dragon_bench_command->parsed()) {
-    if (const absl::Status status =
-            silo::eval::RunDragonBench(dragon_bench, std::cout, std::cerr);
+    if (const absl::Status status = silo::eval::RunDragonBench(dragon_bench, std::cout, std::cerr);
         !status.ok()) {
       std::cerr << "silo-eval bench dragon: " << status << "\n";
       return 1;

@@ -1,0 +1,340 @@
+// DRAGON over real processes and mTLS (DESIGN.md §7): silo-coordinator, a device node holding a
+// few personal notes and a cloud institution holding the Python FAQ, both with the default
+// model. Questions go in through the coordinator, as siloctl sends them.
+//   1. The coordinator places the session on the cloud with the device's model; the answer
+//      (greedy, the aggregator moving every 3 tokens) is token for token the mixture over all
+//      four chunks computed in this process from the two stores, and the device reports how
+//      many of its drafts were accepted.
+//   2. A cloud that decodes with another model is refused at StartSession.
+//   3. The cloud dying mid-answer: the device finishes alone and says so, and keeps serving.
+#include <signal.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/strings.h"
+#include "crypto/mtls.h"
+#include "engine/document_streams.h"
+#include "engine/rag_prompt.h"
+#include "engine/thread_pool.h"
+#include "engine/transformer.h"
+#include "gmock/gmock.h"
+#include "grpcpp/client_context.h"
+#include "grpcpp/create_channel.h"
+#include "gtest/gtest.h"
+#include "node/dragon_aggregation.h"
+#include "node/dragon_side.h"
+#include "retrieval/knowledge_base.h"
+#include "retrieval/node_key.h"
+#include "silo/v1/coordinator.grpc.pb.h"
+#include "silo/v1/node.grpc.pb.h"
+#include "tests/testing/child_process.h"
+#include "tests/testing/dev_certs.h"
+#include "tests/testing/models.h"
+#include "tests/testing/status_matchers.h"
+#include "tests/testing/temp_dir.h"
+
+namespace silo {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::ChildProcess;
+using ::testing::HasSubstr;
+
+constexpr char kFaqDir[] = "/usr/share/doc/python3.11/html/_sources/faq";
+constexpr char kKeyHex[] = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+constexpr absl::Duration kStartTimeout = absl::Seconds(120);
+constexpr uint32_t kMaxTokens = 40;
+constexpr uint32_t kTopK = 2;
+const std::vector<std::string> kQuestions = {
+    "How do I make a Python script executable on Unix?",
+    "Which Python version does my laptop use, and how was it installed?",
+    "How do I copy an object in Python?",
+};
+
+struct Answer {
+  grpc::Status status;
+  std::vector<int32_t> tokens;
+  std::string text;
+  v1::QueryDone done;
+  v1::Placement placement;
+};
+
+class DragonEndToEndTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(fs::is_directory(kFaqDir)) << kFaqDir << " is missing (python3.11-doc)";
+    ASSERT_OK_AND_ASSIGN(decoder_, silo::testing::DefaultModelPath());
+    ASSERT_OK_AND_ASSIGN(embedder_, silo::testing::EmbedderDir());
+    ASSERT_OK(silo::testing::MakeDevCertificates(certs(), {"coordinator/coord", "operator/op",
+                                                           "device/phone", "institution/cloud"})
+                  .status());
+    std::ofstream(dir_.path() / "node.key") << kKeyHex << "\n";
+    fs::permissions(dir_.path() / "node.key", fs::perms::owner_read | fs::perms::owner_write);
+    fs::create_directories(dir_.path() / "notes");
+    std::ofstream(dir_.path() / "notes" / "laptop.md")
+        << "# My laptop\n\nMy laptop runs Python 3.11.4, installed with pyenv in my home "
+           "folder. The system Python stays untouched; pyenv global is set to 3.11.4.\n";
+    std::ofstream(dir_.path() / "notes" / "scripts.md")
+        << "# Scripts I wrote\n\nMy backup script lives in ~/bin/backup.py. I made it "
+           "executable with chmod +x and its first line is #!/usr/bin/env python3.\n";
+    std::ofstream(dir_.path() / "notes" / "reading.md")
+        << "# Reading list\n\nFluent Python, chapter 6: object references, mutability and "
+           "recycling; copies are shallow by default.\n";
+
+    coordinator_port_ = silo::testing::PickUnusedPort();
+    ASSERT_GT(coordinator_port_, 0);
+    std::ofstream(dir_.path() / "coordinator.yaml")
+        << "listen: 127.0.0.1:" << coordinator_port_ << "\n"
+        << "data_dir: coordinator-data\n"
+        << "tls: {ca: certs/ca.pem, cert: certs/coord.pem, key: certs/coord.key}\n"
+        << "heartbeat_interval_ms: 1000\nmissed_heartbeats: 3\nprobe_interval_ms: 5000\n";
+    for (const auto& [id, role] :
+         {std::pair<std::string, std::string>{"phone", "device"}, {"cloud", "institution"}}) {
+      std::ofstream(dir_.path() / (id + ".yaml"))
+          << "node_id: " << id << "\nrole: " << role << "\ndata_dir: data-" << id << "\n"
+          << "node_key_file: node.key\nthreads: 1\n"
+          << "models: {decoder: " << decoder_ << ", embedder: " << embedder_ << "}\n"
+          << "retrieval: {kv_shards: lazy}\n"
+          << "serve:\n  listen: 127.0.0.1:0\n  coordinator: 127.0.0.1:" << coordinator_port_
+          << "\n  tls: {ca: certs/ca.pem, cert: certs/" << id << ".pem, key: certs/" << id
+          << ".key}\n";
+    }
+  }
+
+  fs::path certs() const { return dir_.path() / "certs"; }
+
+  std::unique_ptr<ChildProcess> Start(const std::vector<std::string>& argv,
+                                      const std::string& log) {
+    return std::make_unique<ChildProcess>(argv, dir_.path() / log);
+  }
+
+  // Starts a node; its address from the log.
+  std::unique_ptr<ChildProcess> StartNode(const std::string& id, std::string* address) {
+    auto node =
+        Start({SILO_NODE_BINARY, "serve", "--config", (dir_.path() / (id + ".yaml")).string()},
+              StrCat(id, "-", ++starts_, ".log"));
+    absl::StatusOr<std::string> line =
+        node->WaitForLine(StrCat("serving ", id, " on"), kStartTimeout);
+    EXPECT_OK(line.status());
+    if (line.ok() && address != nullptr) *address = line->substr(line->rfind(' ') + 1);
+    return node;
+  }
+
+  std::shared_ptr<grpc::Channel> Channel(const std::string& address, const std::string& id) {
+    absl::StatusOr<crypto::TlsMaterial> tls =
+        crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(certs(), id));
+    EXPECT_OK(tls.status());
+    return grpc::CreateCustomChannel(address, crypto::MakeChannelCredentials(*tls),
+                                     crypto::FederationChannelArguments());
+  }
+
+  void WaitForOnline(int n) {
+    const auto stub =
+        v1::CoordinatorService::NewStub(Channel(StrCat("127.0.0.1:", coordinator_port_), "op"));
+    const absl::Time deadline = absl::Now() + kStartTimeout;
+    while (absl::Now() < deadline) {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+      v1::ListNodesResponse response;
+      if (stub->ListNodes(&context, v1::ListNodesRequest(), &response).ok() &&
+          std::count_if(response.nodes().begin(), response.nodes().end(),
+                        [](const v1::NodeStatus& node) { return node.online(); }) == n) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "fewer than " << n << " nodes online";
+  }
+
+  Answer Ask(const std::string& question, const std::function<void()>& on_first_delta = nullptr) {
+    v1::QueryRequest request;
+    request.set_question(question);
+    request.set_mode(v1::GENERATION_MODE_DRAGON);
+    request.set_querier_node_id("phone");
+    request.set_top_k(kTopK);
+    request.set_max_tokens(kMaxTokens);
+    request.mutable_sampling()->set_temperature(0);
+    request.mutable_dragon()->set_policy(v1::DRAGON_POLICY_ALTERNATE);
+    request.mutable_dragon()->set_alternate_every(3);
+    Answer answer;
+    const auto stub =
+        v1::QueryService::NewStub(Channel(StrCat("127.0.0.1:", coordinator_port_), "op"));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
+    auto reader = stub->Query(&context, request);
+    v1::QueryResponse message;
+    while (reader->Read(&message)) {
+      if (message.has_started()) answer.placement = message.started().placement();
+      if (message.has_delta()) {
+        if (answer.tokens.empty() && on_first_delta) on_first_delta();
+        for (const uint32_t id : message.delta().token_ids()) {
+          answer.tokens.push_back(static_cast<int32_t>(id));
+        }
+        answer.text += message.delta().text();
+      }
+      if (message.has_done()) answer.done = message.done();
+    }
+    answer.status = reader->Finish();
+    return answer;
+  }
+
+  // Greedy decoding of the mixture over both stores' top-k chunks in this process, without the
+  // end-of-generation token (the answer's text never carries it).
+  std::map<std::string, std::vector<int32_t>> Reference() {
+    std::map<std::string, std::vector<int32_t>> expected;
+    absl::StatusOr<crypto::SecretBytes> key = retrieval::ParseNodeKeyHex(kKeyHex);
+    EXPECT_OK(key.status());
+    std::vector<std::unique_ptr<retrieval::KnowledgeBase>> bases;
+    for (const std::string id : {"phone", "cloud"}) {
+      retrieval::KnowledgeBaseOptions options;
+      options.data_dir = (dir_.path() / ("data-" + id)).string();
+      options.decoder_model = decoder_;
+      options.embedder_model = embedder_;
+      options.threads = 1;
+      absl::StatusOr<std::unique_ptr<retrieval::KnowledgeBase>> base =
+          retrieval::KnowledgeBase::Open(options, *key);
+      EXPECT_OK(base.status());
+      if (!base.ok()) return expected;
+      bases.push_back(*std::move(base));
+    }
+    const engine::LanguageModel& decoder = bases[0]->decoder();
+    engine::ThreadPool pool(1);
+    engine::Transformer transformer(decoder.model(), pool);
+    absl::StatusOr<engine::RagPromptBuilder> prompts =
+        engine::RagPromptBuilder::Create(&decoder.tokenizer());
+    EXPECT_OK(prompts.status());
+    const std::vector<int32_t> stops = node::StopTokensOf(decoder.tokenizer());
+    for (const std::string& question : kQuestions) {
+      const engine::RagPrompt frame = prompts->Build(question, {});
+      engine::DocumentStreamsPrompt prompt{
+          .prefix = frame.prefix, .documents = {}, .suffix = frame.suffix};
+      std::vector<float> scores;
+      for (const auto& base : bases) {
+        absl::StatusOr<std::vector<retrieval::SearchHit>> hits = base->Search(question, kTopK);
+        EXPECT_OK(hits.status());
+        for (const retrieval::SearchHit& hit : *hits) {
+          prompt.documents.push_back(prompts->EncodeChunk(hit.text));
+          scores.push_back(hit.score);
+        }
+      }
+      auto streams = engine::DocumentStreams::Start(transformer, prompt, kMaxTokens);
+      EXPECT_OK(streams.status());
+      std::vector<int32_t>& tokens = expected[question];
+      for (uint32_t step = 0; step < kMaxTokens; ++step) {
+        absl::StatusOr<node::SideMixture> mixture =
+            node::MixStreams((*streams)->logits(), scores, 0);
+        EXPECT_OK(mixture.status());
+        std::mt19937_64 unused;
+        const int32_t token = node::DraftToken(mixture->p, true, unused);
+        if (std::find(stops.begin(), stops.end(), token) != stops.end()) break;
+        tokens.push_back(token);
+        if (step + 1 < kMaxTokens) {
+          EXPECT_OK((*streams)->Append(token));
+        }
+      }
+    }
+    return expected;
+  }
+
+  silo::testing::TempDir dir_;
+  std::string decoder_;
+  std::string embedder_;
+  int coordinator_port_ = 0;
+  int starts_ = 0;
+};
+
+TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDying) {
+  auto coordinator =
+      Start({SILO_COORDINATOR_BINARY, "--config", (dir_.path() / "coordinator.yaml").string()},
+            "coordinator.log");
+  ASSERT_OK(coordinator->WaitForLine("serving coordinator on", kStartTimeout).status());
+  {
+    auto phone = Start({SILO_NODE_BINARY, "ingest", "--config",
+                        (dir_.path() / "phone.yaml").string(), (dir_.path() / "notes").string()},
+                       "phone-ingest.log");
+    auto cloud = Start(
+        {SILO_NODE_BINARY, "ingest", "--config", (dir_.path() / "cloud.yaml").string(), kFaqDir},
+        "cloud-ingest.log");
+    for (ChildProcess* ingest : {phone.get(), cloud.get()}) {
+      ASSERT_OK_AND_ASSIGN(const int code, ingest->Wait(absl::Minutes(10)));
+      ASSERT_EQ(code, 0) << ingest->Log();
+    }
+  }
+  const std::map<std::string, std::vector<int32_t>> expected = Reference();
+  ASSERT_EQ(expected.size(), kQuestions.size());
+
+  std::string cloud_address;
+  std::map<std::string, std::unique_ptr<ChildProcess>> nodes;
+  nodes["phone"] = StartNode("phone", nullptr);
+  nodes["cloud"] = StartNode("cloud", &cloud_address);
+  WaitForOnline(2);
+
+  // 1. The answers are the mixture over both sides' chunks.
+  for (const std::string& question : kQuestions) {
+    SCOPED_TRACE(question);
+    const Answer answer = Ask(question);
+    ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+    EXPECT_EQ(answer.placement.dragon_peer().node_id(), "cloud");
+    EXPECT_EQ(answer.placement.aggregator(), v1::DRAGON_SIDE_DEVICE);
+    EXPECT_EQ(answer.tokens, expected.at(question)) << answer.text;
+    EXPECT_EQ(answer.done.sources_size(), static_cast<int>(kTopK)) << "the device's own chunks";
+    EXPECT_GT(answer.done.stats().dragon_acceptance(), 0);
+    EXPECT_GT(answer.done.stats().aggregator_moves(), 0u);
+    EXPECT_GT(answer.done.stats().bytes_sent(), 0);
+    EXPECT_GT(answer.done.stats().bytes_received(), 0);
+    EXPECT_EQ(answer.done.unanswered_size(), 0);
+    std::cout << question << "\n  " << answer.text << "\n";
+  }
+
+  // 2. Another model is refused by the cloud.
+  {
+    const auto stub = v1::DragonService::NewStub(Channel(cloud_address, "phone"));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::StartSessionRequest request;
+    request.mutable_session()->set_value(std::string(16, 'x'));
+    request.mutable_model()->set_name("another-model");
+    request.mutable_model()->set_sha256(std::string(32, 'm'));
+    request.set_question("Anything?");
+    request.set_top_k(2);
+    request.set_max_tokens(8);
+    request.set_aggregator(v1::DRAGON_SIDE_DEVICE);
+    v1::StartSessionResponse response;
+    const grpc::Status status = stub->StartSession(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_THAT(status.error_message(), HasSubstr("same model"));
+  }
+
+  // 3. The cloud dies after the first token: the device finishes alone and says so.
+  {
+    std::thread killer;
+    const Answer answer = Ask(kQuestions[0], [&] {
+      killer = std::thread([&] {
+        nodes["cloud"]->Signal(SIGKILL);
+        EXPECT_OK(nodes["cloud"]->Wait(absl::Seconds(10)).status());
+      });
+    });
+    killer.join();
+    ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+    EXPECT_FALSE(answer.tokens.empty());
+    ASSERT_EQ(answer.done.unanswered_size(), 1);
+    EXPECT_EQ(answer.done.unanswered(0).node_id(), "cloud");
+    EXPECT_THAT(answer.done.unanswered(0).message(), HasSubstr("finished alone"));
+  }
+  // The device still serves: with the cloud gone, placement finds no cloud.
+  const Answer after = Ask(kQuestions[1]);
+  EXPECT_EQ(after.status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << after.status.error_message();
+}
+
+}  // namespace
+}  // namespace silo
