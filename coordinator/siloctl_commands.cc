@@ -297,7 +297,10 @@ absl::Status RunQuery(const SiloctlConfig& config, const QueryCommandOptions& op
       for (const v1::Source& source : done.sources()) {
         out << absl::StrFormat("%3d  %.4f  %-16s %4d tokens", ++rank, source.score(),
                                source.owner_node_id(), source.n_tokens());
-        if (generates) out << absl::StrFormat(" at %5d", source.virtual_start());
+        // DRAGON's chunks each have a stream of their own: no place in one context.
+        if (generates && request.mode() != v1::GENERATION_MODE_DRAGON) {
+          out << absl::StrFormat(" at %5d", source.virtual_start());
+        }
         if (source.has_citation()) {
           out << "  " << source.citation().title() << "  (" << source.citation().source_path()
               << ")";

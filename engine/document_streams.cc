@@ -36,12 +36,19 @@ std::vector<int32_t> Iota(int32_t first, int64_t n) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DocumentStreams>> DocumentStreams::Start(
-    Transformer& transformer, const DocumentStreamsPrompt& prompt, int32_t max_answer_tokens) {
+    Transformer& transformer, const DocumentStreamsPrompt& prompt, int32_t max_answer_tokens,
+    std::span<const int32_t> answer) {
   const ModelConfig& config = transformer.model().config();
   if (prompt.documents.empty()) return absl::InvalidArgumentError("no document streams");
-  if (max_answer_tokens < 1) {
+  if (max_answer_tokens < 1 || static_cast<size_t>(max_answer_tokens) <= answer.size()) {
     return absl::InvalidArgumentError(
-        absl::StrCat("max_answer_tokens must be at least 1, got ", max_answer_tokens));
+        absl::StrCat("max_answer_tokens must be at least 1 and above ", answer.size(),
+                     " resumed tokens, got ", max_answer_tokens));
+  }
+  for (const int32_t token : answer) {
+    if (token < 0 || token >= config.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("resumed token ", token, " out of range"));
+    }
   }
   const auto n_prefix = static_cast<int64_t>(prompt.prefix.size());
   int64_t total_rows = n_prefix;
@@ -83,14 +90,16 @@ absl::StatusOr<std::unique_ptr<DocumentStreams>> DocumentStreams::Start(
     streams->sequences_.push_back(sequence);
     tokens[k] = prompt.documents[k];
     tokens[k].insert(tokens[k].end(), prompt.suffix.begin(), prompt.suffix.end());
-    positions[k] = Iota(static_cast<int32_t>(n_prefix), static_cast<int64_t>(tokens[k].size()));
     streams->prompt_lengths_.push_back(static_cast<int32_t>(n_prefix + tokens[k].size()));
+    tokens[k].insert(tokens[k].end(), answer.begin(), answer.end());
+    positions[k] = Iota(static_cast<int32_t>(n_prefix), static_cast<int64_t>(tokens[k].size()));
     batch.push_back({.sequence = sequence,
                      .tokens = tokens[k],
                      .positions = positions[k],
                      .logits = LogitsWanted::kLast});
   }
   SILO_RETURN_IF_ERROR(transformer.Forward(batch, streams->cache_, streams->logits_));
+  streams->n_answer_tokens_ = static_cast<int32_t>(answer.size());
   return streams;
 }
 

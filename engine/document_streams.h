@@ -31,13 +31,15 @@ struct DocumentStreamsPrompt {
 
 class DocumentStreams {
  public:
-  // Prefills the prompt for every document. `max_answer_tokens` bounds Append calls net of
-  // Truncate. InvalidArgument (no document, a stream without any token, max_answer_tokens < 1,
-  // a stream longer than the model's n_ctx), or Transformer::Forward's errors. `transformer`
-  // must outlive the streams.
-  static absl::StatusOr<std::unique_ptr<DocumentStreams>> Start(Transformer& transformer,
-                                                                const DocumentStreamsPrompt& prompt,
-                                                                int32_t max_answer_tokens);
+  // Prefills the prompt for every document, followed by `answer`: answer tokens already final
+  // (a resumed session), which count as answer tokens. `max_answer_tokens` bounds them and the
+  // Append calls net of Truncate. InvalidArgument (no document, a stream without any token,
+  // max_answer_tokens < 1 or not above answer.size(), a token out of range, a stream longer than
+  // the model's n_ctx), or Transformer::Forward's errors. `transformer` must outlive the
+  // streams.
+  static absl::StatusOr<std::unique_ptr<DocumentStreams>> Start(
+      Transformer& transformer, const DocumentStreamsPrompt& prompt, int32_t max_answer_tokens,
+      std::span<const int32_t> answer = {});
 
   int32_t n_streams() const { return static_cast<int32_t>(sequences_.size()); }
   int32_t vocab_size() const { return vocab_size_; }

@@ -230,8 +230,13 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
     return result;
   }
 
-  const auto [device_documents, device_scores] = documents_of(c.device);
-  const auto [cloud_documents, cloud_scores] = documents_of(c.cloud);
+  // Lambdas below capture these: plain variables, not structured bindings.
+  const auto device_side = documents_of(c.device);
+  const auto cloud_side = documents_of(c.cloud);
+  const std::vector<std::vector<int32_t>>& device_documents = device_side.first;
+  const std::vector<float>& device_scores = device_side.second;
+  const std::vector<std::vector<int32_t>>& cloud_documents = cloud_side.first;
+  const std::vector<float>& cloud_scores = cloud_side.second;
   const absl::Duration one_way = options.rtt / 2;
   std::mt19937_64 jitter_generator(7);
 

@@ -280,6 +280,9 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     source.set_owner_node_id(node_id_);
     source.set_score(hit.score);
     source.set_n_tokens(static_cast<uint32_t>(hit.n_tokens));
+    // The device's own documents: its user may see where they come from.
+    source.mutable_citation()->set_title(hit.title);
+    source.mutable_citation()->set_source_path(hit.source_path);
   }
   DragonInbox inbox;
   SILO_ASSIGN_OR_RETURN(std::unique_ptr<DragonCloudLink> cloud,
@@ -305,10 +308,34 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     delta.add_token_ids(static_cast<uint32_t>(token));
     streaming = on_delta(delta);
   };
+  int64_t bytes_received = 0;
+  // A lost cloud is asked to resume from the tokens final so far (it may have restarted).
+  DragonPeerOptions resumable = options;
+  resumable.reconnect = [&](std::span<const int32_t> confirmed) {
+    if (static_cast<int32_t>(confirmed.size()) + 1 >= request.max_tokens) return false;
+    if (cloud != nullptr) {
+      bytes_received += cloud->bytes_received();
+      cloud.reset();  // cancels what is left of the old stream
+    }
+    inbox.Reopen();
+    v1::StartSessionRequest resume = session;
+    for (const int32_t token : confirmed) resume.add_resume_tokens(static_cast<uint32_t>(token));
+    resume.set_aggregator(v1::DRAGON_SIDE_DEVICE);
+    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link = DragonCloudLink::Open(
+        peers_->Get(placement.dragon_peer().address()), resume,
+        std::min(request.deadline, absl::Now() + kDragonReconnectTimeout), &inbox);
+    if (!link.ok()) return false;
+    cloud = *std::move(link);
+    return true;
+  };
   absl::StatusOr<DragonSideResult> side = node::RunDragonSide(
-      transformer_, prompts_, request.question, hits, options, inbox,
+      transformer_, prompts_, request.question, hits, resumable, inbox,
       [&](const DragonMessage& message) { return cloud->Send(message); }, on_token);
-  const absl::Status cloud_status = cloud->Finish();
+  absl::Status cloud_status = absl::UnavailableError("the cloud could not be reached again");
+  if (cloud != nullptr) {
+    cloud_status = cloud->Finish();
+    bytes_received += cloud->bytes_received();
+  }
   SILO_RETURN_IF_ERROR(side.status());
   SILO_RETURN_IF_ERROR(delta_status);
   if (std::string rest = decoder.Flush(); !rest.empty()) {
@@ -320,7 +347,7 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
   result.stopped_by_eos = side->peer.stopped_by_stop_token;
   result.stats.set_n_prompt_tokens(static_cast<uint32_t>(side->n_prompt_tokens));
   result.stats.set_bytes_sent(stats.bytes_sent);
-  result.stats.set_bytes_received(cloud->bytes_received());
+  result.stats.set_bytes_received(bytes_received);
   if (stats.own_drafts_decided > 0) {
     result.stats.set_dragon_acceptance(static_cast<float>(stats.own_drafts_accepted) /
                                        static_cast<float>(stats.own_drafts_decided));
@@ -333,8 +360,13 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     failure.set_node_id(placement.dragon_peer().node_id());
     const absl::Status& lost = cloud_status.ok() ? side->peer.lost_status : cloud_status;
     failure.set_code(static_cast<int32_t>(lost.code()));
-    failure.set_message(StrCat("the cloud was lost after ", *side->peer.lost_at_step,
-                               " tokens; the device finished alone: ", lost.message()));
+    failure.set_message(
+        side->peer.resumed_at_step.has_value()
+            ? StrCat("the cloud was lost after ", *side->peer.lost_at_step,
+                     " tokens; the device went on alone and resumed aggregation with it after ",
+                     *side->peer.resumed_at_step, " tokens: ", lost.message())
+            : StrCat("the cloud was lost after ", *side->peer.lost_at_step,
+                     " tokens; the device finished alone: ", lost.message()));
   }
   result.stats.set_total_ns(NanosSince(start));
   return result;

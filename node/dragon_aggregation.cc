@@ -185,7 +185,8 @@ absl::StatusOr<std::vector<float>> DecodeDistribution(const v1::TokenDistributio
       if (element == 4) {
         std::memcpy(&p[i], bytes + 4 * static_cast<size_t>(i), 4);
       } else {
-        p[i] = HalfToFloat(static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
+        const size_t at = 2 * static_cast<size_t>(i);
+        p[i] = HalfToFloat(static_cast<uint16_t>(bytes[at] | (bytes[at + 1] << 8)));
       }
     }
   } else if (message.has_top_p()) {
@@ -199,11 +200,12 @@ absl::StatusOr<std::vector<float>> DecodeDistribution(const v1::TokenDistributio
     const auto* bytes = reinterpret_cast<const uint8_t*>(truncated.values().data());
     for (int i = 0; i < n; ++i) {
       const uint32_t index = truncated.indices(i);
+      const size_t at = 2 * static_cast<size_t>(i);
       if (index >= static_cast<uint32_t>(vocab_size) || !seen.insert(index).second) {
         return absl::InvalidArgumentError(
             absl::StrCat("token index ", index, " out of range or repeated"));
       }
-      p[index] = HalfToFloat(static_cast<uint16_t>(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
+      p[index] = HalfToFloat(static_cast<uint16_t>(bytes[at] | (bytes[at + 1] << 8)));
     }
   } else {
     return absl::InvalidArgumentError("the distribution is missing");

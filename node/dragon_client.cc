@@ -29,8 +29,9 @@ absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
     return FromGrpcStatus(link->stream_->Finish());
   }
   link->reader_ = std::thread([raw = link.get(), inbox] {
-    v1::DecodeResponse response;
-    while (raw->stream_->Read(&response)) {
+    while (true) {
+      v1::DecodeResponse response;
+      if (!raw->stream_->Read(&response)) break;
       raw->bytes_received_ += static_cast<int64_t>(response.ByteSizeLong());
       switch (response.event_case()) {
         case v1::DecodeResponse::kDraft:

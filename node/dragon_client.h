@@ -18,6 +18,9 @@
 
 namespace silo::node {
 
+// How long a device waits for a lost cloud when it tries to resume (it decodes alone meanwhile).
+inline constexpr absl::Duration kDragonReconnectTimeout = absl::Seconds(1);
+
 class DragonCloudLink {
  public:
   // Starts the session at the cloud and opens the stream. The cloud's errors (FAILED_PRECONDITION

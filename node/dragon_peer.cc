@@ -29,6 +29,13 @@ void DragonInbox::Close(absl::Status status) {
   arrived_.notify_one();
 }
 
+void DragonInbox::Reopen() {
+  std::lock_guard lock(mutex_);
+  closed_.reset();
+  messages_.clear();
+  draft_rejected_.store(false);
+}
+
 absl::StatusOr<std::optional<DragonMessage>> DragonInbox::Pop(absl::Time deadline) {
   std::unique_lock lock(mutex_);
   while (messages_.empty() && !closed_.has_value()) {
@@ -61,6 +68,9 @@ absl::Status ValidateDragonPeerOptions(const DragonPeerOptions& options) {
   }
   for (const int32_t token : options.forced_tokens) {
     if (token < 0) return absl::InvalidArgumentError("a forced token is negative");
+  }
+  for (const int32_t token : options.confirmed_prefix) {
+    if (token < 0) return absl::InvalidArgumentError("a confirmed token is negative");
   }
   if (options.alternate_every < 1) {
     return absl::InvalidArgumentError("alternate_every must be at least 1");
@@ -113,8 +123,14 @@ class Peer {
         return absl::InvalidArgumentError("a forced token is outside the vocabulary");
       }
     }
-    if (streams_.n_answer_tokens() != 0 || streams_.logits().empty()) {
-      return absl::FailedPreconditionError("the streams must be freshly started");
+    if (static_cast<size_t>(streams_.n_answer_tokens()) != options_.confirmed_prefix.size() ||
+        streams_.logits().empty()) {
+      return absl::FailedPreconditionError(
+          "the streams must be freshly started on the confirmed prefix");
+    }
+    result_.tokens = options_.confirmed_prefix;
+    if (Confirmed() >= MaxTokens()) {
+      return absl::InvalidArgumentError("the confirmed prefix already holds every token");
     }
     SILO_RETURN_IF_ERROR(AddPending());
     while (!done_) {
@@ -122,6 +138,7 @@ class Peer {
       // them can make progress.
       SILO_ASSIGN_OR_RETURN(bool progressed, DrainInbox(absl::Now()));
       if (done_) break;
+      MaybeReconnect();
       SILO_ASSIGN_OR_RETURN(const bool decided, TryDecide());
       if (decided) continue;
       if (CanForward()) {
@@ -171,7 +188,25 @@ class Peer {
     if (alone_) return;
     alone_ = true;
     result_.lost_at_step = Confirmed();
+    result_.resumed_at_step.reset();
     result_.lost_status = std::move(why);
+    last_reconnect_ = absl::Now();
+  }
+
+  // Alone, and time to try: a new link, the other side resuming from the final tokens.
+  void MaybeReconnect() {
+    if (!alone_ || !options_.reconnect ||
+        absl::Now() - last_reconnect_ < options_.reconnect_interval) {
+      return;
+    }
+    last_reconnect_ = absl::Now();
+    if (!options_.reconnect(result_.tokens)) return;
+    alone_ = false;
+    aggregator_ = options_.side;  // the side that holds the state aggregates
+    remote_drafts_.clear();
+    required_remote_version_ = 0;
+    ++result_.stats.reconnects;
+    result_.resumed_at_step = Confirmed();
   }
 
   void Send(DragonMessage message) {
@@ -293,8 +328,9 @@ class Peer {
     const std::vector<float> target =
         MixSides(own.own, SideMixture{.h = draft.h(), .p = remote->second.p});
     std::mt19937_64 generator = GeneratorFor(options_.seed, kVerdictDraws, step, 0);
-    DraftVerdict verdict = VerifyDraft(target, remote->second.p, static_cast<int32_t>(draft.token()),
-                                       options_.temperature == 0, generator);
+    DraftVerdict verdict =
+        VerifyDraft(target, remote->second.p, static_cast<int32_t>(draft.token()),
+                    options_.temperature == 0, generator);
     verdict.token = Final(step, verdict.token, target);
     verdict.accepted = verdict.token == static_cast<int32_t>(draft.token());
     v1::Verdict message;
@@ -417,6 +453,7 @@ class Peer {
   uint32_t required_remote_version_ = 0;
   int64_t decode_ns_ = 0;
   int64_t last_rtt_ns_ = 0;
+  absl::Time last_reconnect_ = absl::InfinitePast();
   bool alone_ = false;
   bool done_ = false;
   DragonPeerResult result_;

@@ -12,7 +12,9 @@
 // decides from there, so no token is lost or decided twice.
 //
 // If the other side disappears (the inbox closes, a send fails, or nothing arrives for
-// peer_timeout while waiting), the side finishes alone from its own mixture and says so.
+// peer_timeout while waiting), the side goes on alone from its own mixture and says so; with a
+// reconnect function it tries to bring the other side back, which resumes from the tokens final
+// so far with this side aggregating.
 //
 // Thread-safety: RunDragonPeer runs on one thread; DragonInbox is fed from any thread.
 #ifndef SILO_NODE_DRAGON_PEER_H_
@@ -46,6 +48,9 @@ class DragonInbox {
   void Push(DragonMessage message);
   // The other side is gone; Pop returns `status` once the queued messages are drained.
   void Close(absl::Status status);
+  // A new link to the other side: forgets the close, queued messages and the rejection flag.
+  // Precondition: nothing pushes from the old link any more.
+  void Reopen();
 
   // The next message, nullopt when `deadline` passes first, or the Close status.
   absl::StatusOr<std::optional<DragonMessage>> Pop(absl::Time deadline);
@@ -86,6 +91,13 @@ struct DragonPeerOptions {
   // verdict's token, the answer has exactly these tokens (max_tokens is ignored), and the
   // deciding side adds log p(forced token) under the mixture to forced_logprob.
   std::vector<int32_t> forced_tokens;
+  // Answer tokens already final when this side (re)joins the session; the streams hold them.
+  std::vector<int32_t> confirmed_prefix;
+  // While the side decodes alone, called at most every reconnect_interval with the final tokens
+  // so far: true when it opened a new link (the inbox reopened, the send function re-pointed,
+  // the other side started with those tokens as its confirmed_prefix). This side then aggregates.
+  std::function<bool(std::span<const int32_t> confirmed)> reconnect;
+  absl::Duration reconnect_interval = absl::Seconds(1);
 };
 
 // InvalidArgument for a side or aggregator that is not DEVICE or CLOUD, max_tokens < 1,
@@ -99,6 +111,7 @@ struct DragonPeerStats {
   int32_t cancelled_forwards = 0;  // forward passes stopped at a layer boundary
   int32_t handoffs_sent = 0;
   int32_t handoffs_received = 0;
+  int32_t reconnects = 0;        // links the side reopened after losing the other side
   int32_t steps_aggregated = 0;  // final tokens this side decided (alone ones included)
   int64_t bytes_sent = 0;        // serialized Draft/Verdict/Handoff bytes
 };
@@ -106,8 +119,10 @@ struct DragonPeerStats {
 struct DragonPeerResult {
   std::vector<int32_t> tokens;  // the final tokens, the same on both sides
   bool stopped_by_stop_token = false;
-  // The other side was lost at `lost_at_step`; from there this side decoded alone.
+  // The other side was lost at `lost_at_step` (the last time); from there this side decoded
+  // alone, up to `resumed_at_step` when a reconnect brought the other side back.
   std::optional<int32_t> lost_at_step;
+  std::optional<int32_t> resumed_at_step;
   absl::Status lost_status;
   DragonPeerStats stats;
   double forced_logprob = 0;  // over the steps this side decided (teacher forcing)

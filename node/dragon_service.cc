@@ -125,8 +125,9 @@ grpc::Status DragonService::Decode(
   }
   // The device's messages arrive on this thread while the decode loop runs on the handler's.
   std::thread reader([&] {
-    v1::DecodeRequest request;
-    while (stream->Read(&request)) {
+    while (true) {
+      v1::DecodeRequest request;
+      if (!stream->Read(&request)) break;
       if (std::optional<DragonMessage> event = EventOf(std::move(request)); event.has_value()) {
         inbox.Push(*std::move(event));
       }

@@ -59,6 +59,10 @@ absl::StatusOr<DragonPeerOptions> DragonPeerOptionsOf(const v1::StartSessionRequ
     default:
       return absl::InvalidArgumentError("unknown DRAGON policy");
   }
+  if (session.resume_tokens_size() >= options.max_tokens) {
+    return absl::InvalidArgumentError("a resumed session must leave tokens to generate");
+  }
+  options.confirmed_prefix.assign(session.resume_tokens().begin(), session.resume_tokens().end());
   SILO_RETURN_IF_ERROR(ValidateDragonPeerOptions(options));
   return options;
 }
@@ -98,7 +102,8 @@ absl::StatusOr<DragonSideResult> RunDragonSide(engine::Transformer& transformer,
     result.n_prompt_tokens += static_cast<int32_t>(document.size() + prompt.suffix.size());
   }
   SILO_ASSIGN_OR_RETURN(std::unique_ptr<engine::DocumentStreams> streams,
-                        engine::DocumentStreams::Start(transformer, prompt, options.max_tokens));
+                        engine::DocumentStreams::Start(transformer, prompt, options.max_tokens,
+                                                       options.confirmed_prefix));
   result.prefill = absl::Now() - start;
   if (options.stop_tokens.empty()) options.stop_tokens = StopTokensOf(prompts.tokenizer());
   SILO_ASSIGN_OR_RETURN(result.peer,

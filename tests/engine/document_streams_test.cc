@@ -85,6 +85,24 @@ TEST_F(DocumentStreamsTest, EveryStepMatchesEachDocumentRunAlone) {
   ExpectStreamsMatch(*streams, prompt, {40, 77});
 }
 
+TEST_F(DocumentStreamsTest, AResumedAnswerStartsWhereItStopped) {
+  const DocumentStreamsPrompt prompt{.prefix = {1}, .documents = {{10, 11}, {20}}, .suffix = {5}};
+  const std::vector<int32_t> answer = {40, 41};
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<DocumentStreams> streams,
+                       DocumentStreams::Start(*transformer_, prompt, 4, answer));
+  EXPECT_EQ(streams->n_answer_tokens(), 2);
+  ExpectStreamsMatch(*streams, prompt, answer);
+  ASSERT_OK(streams->Append(42));
+  ExpectStreamsMatch(*streams, prompt, {40, 41, 42});
+  ASSERT_OK(streams->Truncate(1));  // into the resumed part
+  ASSERT_OK(streams->Append(43));
+  ExpectStreamsMatch(*streams, prompt, {40, 43});
+  EXPECT_THAT(DocumentStreams::Start(*transformer_, prompt, 2, answer),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(DocumentStreams::Start(*transformer_, prompt, 4, std::vector<int32_t>{96}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST_F(DocumentStreamsTest, CancelledAppendLeavesTheStreamsAsTheyWere) {
   const DocumentStreamsPrompt prompt{.prefix = {1}, .documents = {{10, 11}, {20}}, .suffix = {5}};
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<DocumentStreams> streams,

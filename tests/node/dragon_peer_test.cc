@@ -6,16 +6,17 @@
 
 #include <memory>
 #include <random>
+#include <span>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "common/status_macros.h"
 #include "engine/document_streams.h"
-#include "eval/emulated_link.h"
 #include "engine/model.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
+#include "eval/emulated_link.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "node/dragon_aggregation.h"
@@ -58,6 +59,7 @@ class DragonPeerTest : public ::testing::Test {
     ASSERT_OK_AND_ASSIGN(model_, engine::Model::Open(path));
     device_transformer_ = std::make_unique<engine::Transformer>(*model_, device_pool_);
     cloud_transformer_ = std::make_unique<engine::Transformer>(*model_, cloud_pool_);
+    spare_transformer_ = std::make_unique<engine::Transformer>(*model_, spare_pool_);
     std::mt19937 generator(3);
     std::uniform_int_distribution<int32_t> token(4, kVocab - 1);
     for (Side* side : {&device_, &cloud_}) {
@@ -74,15 +76,16 @@ class DragonPeerTest : public ::testing::Test {
     return {.prefix = {1, 2, 3}, .documents = side.documents, .suffix = {5, 6}};
   }
 
-  // Greedy decoding of the mixture over every chunk in one place.
-  std::vector<int32_t> Centralized(int32_t n_tokens) {
+  // Greedy decoding of the mixture over every chunk in one place, after `prefix`.
+  std::vector<int32_t> Centralized(int32_t n_tokens, const std::vector<int32_t>& prefix = {}) {
     Side all = device_;
     all.documents.insert(all.documents.end(), cloud_.documents.begin(), cloud_.documents.end());
     all.scores.insert(all.scores.end(), cloud_.scores.begin(), cloud_.scores.end());
-    auto streams = engine::DocumentStreams::Start(*device_transformer_, Prompt(all), n_tokens);
+    auto streams =
+        engine::DocumentStreams::Start(*device_transformer_, Prompt(all), n_tokens, prefix);
     EXPECT_OK(streams.status());
-    std::vector<int32_t> tokens;
-    for (int32_t step = 0; step < n_tokens; ++step) {
+    std::vector<int32_t> tokens = prefix;
+    for (auto step = static_cast<int32_t>(prefix.size()); step < n_tokens; ++step) {
       auto mixture = MixStreams((*streams)->logits(), all.scores, 0);
       EXPECT_OK(mixture.status());
       std::mt19937_64 unused;
@@ -132,16 +135,18 @@ class DragonPeerTest : public ::testing::Test {
         std::unique_ptr<engine::DocumentStreams> streams,
         engine::DocumentStreams::Start(
             transformer, {.prefix = {1, 2, 3}, .documents = side.documents, .suffix = {5, 6}},
-            options.max_tokens));
+            options.max_tokens, options.confirmed_prefix));
     return RunDragonPeer(*streams, side.scores, options, inbox, send, [](int32_t) {});
   }
 
   silo::testing::TempDir dir_;
   engine::ThreadPool device_pool_{1};
   engine::ThreadPool cloud_pool_{1};
+  engine::ThreadPool spare_pool_{1};
   std::unique_ptr<engine::Model> model_;
   std::unique_ptr<engine::Transformer> device_transformer_;
   std::unique_ptr<engine::Transformer> cloud_transformer_;
+  std::unique_ptr<engine::Transformer> spare_transformer_;  // a second cloud
   Side device_;
   Side cloud_;
 };
@@ -289,6 +294,67 @@ TEST_F(DragonPeerTest, TheDeviceFinishesAloneWhenTheCloudDisappears) {
   EXPECT_LE(*pair.device->lost_at_step, 6);
   EXPECT_THAT(pair.device->lost_status, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_GT(pair.device->stats.steps_aggregated, 0);
+}
+
+// The cloud disappears; the device goes on alone, then reconnects to a new cloud that starts
+// from the tokens final so far, and aggregation resumes: from there the answer is again the
+// mixture over every chunk.
+TEST_F(DragonPeerTest, ADeviceThatLostTheCloudResumesWithANewOne) {
+  constexpr int32_t kTokens = 24;
+  DragonInbox device_inbox;
+  DragonInbox first_inbox;
+  DragonInbox second_inbox;
+  auto to_cloud = std::make_unique<eval::EmulatedLink>(&first_inbox, absl::Milliseconds(1));
+  auto to_device = std::make_unique<eval::EmulatedLink>(&device_inbox, absl::Milliseconds(1));
+  std::unique_ptr<eval::EmulatedLink> second_to_device;
+  to_device->CutAfter(5);
+  DragonPeerOptions cloud_options =
+      Options(v1::DRAGON_SIDE_CLOUD, kTokens, AggregatorPolicy::kFixed);
+  cloud_options.side = v1::DRAGON_SIDE_CLOUD;
+  absl::StatusOr<DragonPeerResult> first;
+  std::thread first_cloud([&] {
+    first = RunSide(*cloud_transformer_, cloud_, cloud_options, first_inbox,
+                    [&](const DragonMessage& m) { return to_device->Send(m); });
+  });
+  absl::StatusOr<DragonPeerResult> second;
+  std::thread second_cloud;
+  DragonPeerOptions device_options =
+      Options(v1::DRAGON_SIDE_CLOUD, kTokens, AggregatorPolicy::kFixed);
+  device_options.reconnect_interval = absl::ZeroDuration();
+  device_options.reconnect = [&](std::span<const int32_t> confirmed) {
+    device_inbox.Reopen();
+    to_cloud = std::make_unique<eval::EmulatedLink>(&second_inbox, absl::Milliseconds(1));
+    second_to_device = std::make_unique<eval::EmulatedLink>(&device_inbox, absl::Milliseconds(1));
+    DragonPeerOptions resumed = cloud_options;
+    resumed.aggregator = v1::DRAGON_SIDE_DEVICE;
+    resumed.confirmed_prefix.assign(confirmed.begin(), confirmed.end());
+    second_cloud = std::thread([&, resumed] {
+      second = RunSide(*spare_transformer_, cloud_, resumed, second_inbox,
+                       [&](const DragonMessage& m) { return second_to_device->Send(m); });
+      second_to_device->Finish();
+    });
+    return true;
+  };
+  absl::StatusOr<DragonPeerResult> device =
+      RunSide(*device_transformer_, device_, device_options, device_inbox,
+              [&](const DragonMessage& m) { return to_cloud->Send(m); });
+  to_cloud->Finish();
+  first_cloud.join();
+  ASSERT_TRUE(second_cloud.joinable());
+  second_cloud.join();
+  ASSERT_OK(device.status());
+  ASSERT_OK(second.status());
+  ASSERT_TRUE(device->lost_at_step.has_value());
+  ASSERT_TRUE(device->resumed_at_step.has_value());
+  EXPECT_EQ(device->stats.reconnects, 1);
+  EXPECT_EQ(device->tokens.size(), static_cast<size_t>(kTokens));
+  EXPECT_EQ(second->tokens, device->tokens);
+  EXPECT_FALSE(second->lost_at_step.has_value());
+  EXPECT_GT(second->stats.own_drafts_decided, 0) << "the new cloud drafted";
+  const int32_t resumed = *device->resumed_at_step;
+  ASSERT_LT(resumed, kTokens);
+  const std::vector<int32_t> prefix(device->tokens.begin(), device->tokens.begin() + resumed);
+  EXPECT_EQ(device->tokens, Centralized(kTokens, prefix));
 }
 
 TEST_F(DragonPeerTest, ProtocolViolationsAreRefused) {
