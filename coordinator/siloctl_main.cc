@@ -76,7 +76,7 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
                             "DRAGON: top-p mass of the distributions on the wire (1: full)");
   query_command->add_option("--lookahead", query.lookahead,
                             "DRAGON: tokens decoded ahead of the last final one (0: synchronous; "
-                            "default 4)");
+                            "default 16)");
   query_command->add_option("--aggregator-policy", query.aggregator_policy,
                             "DRAGON: scheduled (the aggregator follows the network), fixed, or "
                             "alternate (moves every --alternate-every tokens)");

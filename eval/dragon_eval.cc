@@ -13,9 +13,9 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "engine/document_streams.h"
-#include "eval/emulated_link.h"
 #include "eval/privacy_plots.h"
 #include "eval/retrieval_eval.h"
+#include "eval/shaped_dragon_link.h"
 #include "node/dragon_aggregation.h"
 #include "node/dragon_side.h"
 
@@ -268,7 +268,7 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
     return result;
   }
 
-  // DRAGON and sync: the protocol on two threads over emulated links.
+  // DRAGON and sync: the protocol on two threads through the TcpShaper.
   node::DragonPeerOptions peer;
   peer.aggregator = options.aggregator;
   peer.max_tokens = options.max_tokens;
@@ -279,9 +279,11 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
   peer.policy = options.policy;
   node::DragonInbox device_inbox;
   node::DragonInbox cloud_inbox;
-  const absl::Duration jitter = one_way * options.jitter;
-  EmulatedLink to_cloud(&cloud_inbox, one_way, jitter, 1);
-  EmulatedLink to_device(&device_inbox, one_way, jitter, 2);
+  // The shaper adds base + uniform [0, span]: mean one way RTT/2, ± jitter of it.
+  SILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<ShapedDragonLink> link,
+      ShapedDragonLink::Open(&device_inbox, &cloud_inbox, one_way * (1 - options.jitter),
+                             one_way * (2 * options.jitter)));
   node::DragonPeerOptions cloud_options = peer;
   cloud_options.side = v1::DRAGON_SIDE_CLOUD;
   auto cloud = std::async(std::launch::async, [&]() -> absl::StatusOr<node::DragonPeerResult> {
@@ -290,9 +292,9 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
                                                         cloud_documents, cloud_scores, max_answer));
       return node::RunDragonPeer(
           *side.streams, side.scores, cloud_options, cloud_inbox,
-          [&](const node::DragonMessage& m) { return to_device.Send(m); }, [](int32_t) {});
+          [&](const node::DragonMessage& m) { return link->SendToDevice(m); }, [](int32_t) {});
     }();
-    to_device.Finish();
+    link->FinishCloud();
     return run;
   });
   peer.side = v1::DRAGON_SIDE_DEVICE;
@@ -302,10 +304,10 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
                                                       device_documents, device_scores, max_answer));
     return node::RunDragonPeer(
         *side.streams, side.scores, peer, device_inbox,
-        [&](const node::DragonMessage& m) { return to_cloud.Send(m); },
+        [&](const node::DragonMessage& m) { return link->SendToCloud(m); },
         [&](int32_t) { times.push_back(absl::Now()); });
   }();
-  to_cloud.Finish();
+  link->FinishDevice();
   absl::StatusOr<node::DragonPeerResult> cloud_result = cloud.get();
   SILO_RETURN_IF_ERROR(device.status());
   SILO_RETURN_IF_ERROR(cloud_result.status());
@@ -520,8 +522,8 @@ absl::Status RunDragonBench(const DragonBenchOptions& options, std::ostream& out
   }
   out << StrFormat(
       "DRAGON speed: %d questions, %d tokens, %d chunks (half per side), one decoder thread per "
-      "side, emulated link (one-way delay RTT/2, ±10%% jitter)\n",
-      options.n_questions, options.max_tokens, options.n_chunks);
+      "side, TcpShaper between them (one-way delay RTT/2 ± 10%%), lookahead %d\n",
+      options.n_questions, options.max_tokens, options.n_chunks, DragonRunOptions().max_lookahead);
   out << StrFormat("%-18s", "ms/token | RTT");
   for (const double rtt : options.rtts_ms) out << StrFormat(" %8.0f", rtt);
   out << StrFormat("   %s\n", "vs device-only at the largest RTT");

@@ -10,9 +10,12 @@
 //   sync                 DRAGON without drafting ahead (token-by-token aggregation)
 //   dragon               DRAGON: both sides draft ahead, the aggregator verifies
 // DRAGON, sync and sequence run the two sides on two threads, each with its own one-thread
-// decoder, joined by EmulatedLinks (one-way delay and jitter), i.e. the real protocol code
-// (node/dragon_peer.h) over an emulated network, not gRPC. The chunks of a question are its top
-// n from the whole FAQ: the better half goes to the cloud, the rest to the device.
+// decoder. DRAGON and sync join them by one TCP connection through a TcpShaper (one-way delay
+// RTT/2 with jitter; eval/shaped_dragon_link.h): the real protocol code (node/dragon_peer.h)
+// over a shaped network, framed directly rather than over gRPC. Sequence sends nothing while
+// decoding: the cloud's answer counts as arriving one shaped one-way delay after it is done. The
+// chunks of a question are its top n from the whole FAQ: the better half goes to the cloud, the
+// rest to the device.
 //
 // RunDragonUtility prints gold-answer perplexity per mode and chunk count with the gain ratio
 // (ppl_none − ppl_dragon) / (ppl_none − ppl_centralized-rag), and greedy DRAGON's agreement with
@@ -64,10 +67,10 @@ struct DragonRunOptions {
   int32_t max_tokens = 64;
   std::vector<int32_t> forced_tokens;  // teacher forcing (perplexity); max_tokens then ignored
   float distribution_top_p = 1;
-  int32_t max_lookahead = 4;  // kDragon (kSync uses 0)
+  int32_t max_lookahead = 16;  // kDragon (kSync uses 0)
   v1::DragonSide aggregator = v1::DRAGON_SIDE_DEVICE;
   node::AggregatorPolicy policy = node::AggregatorPolicy::kFixed;
-  absl::Duration rtt = absl::ZeroDuration();  // between device and cloud
+  absl::Duration rtt = absl::ZeroDuration();  // added between device and cloud
   double jitter = 0.1;                        // of the one-way delay, uniform ±
 };
 

@@ -82,7 +82,8 @@ struct DragonPeerOptions {
   int32_t max_tokens = 256;
   std::vector<int32_t> stop_tokens;  // the answer ends after one of these
   float distribution_top_p = 1;      // < 1: drafts and distributions are top-p truncated
-  int32_t max_lookahead = 4;         // unconfirmed tokens decoded ahead; 0 = synchronous
+  int32_t max_lookahead =
+      16;  // unconfirmed tokens decoded ahead (≥ RTT / token time hides the RTT); 0 = synchronous
   AggregatorPolicy policy = AggregatorPolicy::kScheduled;
   int32_t alternate_every = 4;
   AggregatorSchedulerOptions scheduler;
