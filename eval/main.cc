@@ -1,7 +1,9 @@
 // silo-eval: the evaluation harness. Subcommands:
 //   retrieval     recall@k of the Python FAQ's answers over the Python documentation
 //   bench fedrag  TTFT and per-token latency of LOCAL, CENTRALIZED and FEDRAG, with a shaper
-//   utility       gold-answer perplexity of LOCAL, CENTRALIZED and FEDRAG over the Python FAQ
+//   bench dragon  per-token latency and TTFT of DRAGON and its comparisons against RTT
+//   utility       gold-answer perplexity over the Python FAQ: --mode fedrag (LOCAL, CENTRALIZED,
+//                 FEDRAG) or --mode dragon (per chunk count; greedy DRAGON against its target)
 //   privacy       attacks on what each curious node observes, per privacy setting; the default
 #include <fstream>
 #include <iostream>

@@ -1,5 +1,6 @@
 #include "node/answer_engine.h"
 
+#include <atomic>
 #include <map>
 #include <numeric>
 
@@ -51,7 +52,7 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
         StrCat(v1::GenerationMode_Name(mode), " is not answered by this node's engine"));
   }
   if (mode == v1::GENERATION_MODE_DRAGON) {
-    const std::lock_guard<std::mutex> lock(mutex_);
+    const std::lock_guard<std::timed_mutex> lock(mutex_);
     return AnswerDragon(request, start, on_delta);
   }
   if (mode == v1::GENERATION_MODE_LOCAL) request.sources.clear();
@@ -102,7 +103,7 @@ absl::StatusOr<AnswerResult> AnswerEngine::Answer(
   }
   result.stats.set_n_prompt_tokens(static_cast<uint32_t>(question_start + prompt.suffix.size()));
 
-  const std::lock_guard<std::mutex> lock(mutex_);
+  const std::lock_guard<std::timed_mutex> lock(mutex_);
   if (mode == v1::GENERATION_MODE_CENTRALIZED) {
     return AnswerCentralized(std::move(request), std::move(result), start, on_delta);
   }
@@ -240,7 +241,11 @@ absl::StatusOr<DragonSideResult> AnswerEngine::RunDragonSide(
     std::string_view question, std::span<const retrieval::SearchHit> hits,
     const DragonPeerOptions& options, DragonInbox& inbox, const DragonSend& send,
     const std::function<void(int32_t)>& on_token) {
-  const std::lock_guard<std::mutex> lock(mutex_);
+  // Two nodes that are each other's cloud would otherwise wait on each other for ever.
+  std::unique_lock<std::timed_mutex> lock(mutex_, std::defer_lock);
+  if (!lock.try_lock_for(absl::ToChronoNanoseconds(kDragonEngineWait))) {
+    return absl::UnavailableError("this node's decoder is busy with another answer");
+  }
   return node::RunDragonSide(transformer_, prompts_, question, hits, options, inbox, send,
                              on_token);
 }
@@ -287,12 +292,13 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
   DragonInbox inbox;
   SILO_ASSIGN_OR_RETURN(std::unique_ptr<DragonCloudLink> cloud,
                         DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()),
-                                              session, request.deadline, &inbox));
+                                              session, request.deadline, request.deadline, &inbox));
   result.stats.set_setup_ns(NanosSince(start));
   const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
   absl::Status delta_status;
   bool streaming = true;
+  std::atomic<bool> user_gone{false};
   const auto on_token = [&](int32_t token) {
     if (result.stats.n_generated_tokens() == 0) result.stats.set_ttft_ns(NanosSince(start));
     result.stats.set_n_generated_tokens(result.stats.n_generated_tokens() + 1);
@@ -307,10 +313,12 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     delta.set_text(*std::move(text));
     delta.add_token_ids(static_cast<uint32_t>(token));
     streaming = on_delta(delta);
+    if (!streaming) user_gone = true;  // nobody reads the answer: both sides stop
   };
   int64_t bytes_received = 0;
   // A lost cloud is asked to resume from the tokens final so far (it may have restarted).
   DragonPeerOptions resumable = options;
+  resumable.stop = &user_gone;
   resumable.reconnect = [&](std::span<const int32_t> confirmed) {
     if (static_cast<int32_t>(confirmed.size()) + 1 >= request.max_tokens) return false;
     if (cloud != nullptr) {
@@ -321,9 +329,10 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     v1::StartSessionRequest resume = session;
     for (const int32_t token : confirmed) resume.add_resume_tokens(static_cast<uint32_t>(token));
     resume.set_aggregator(v1::DRAGON_SIDE_DEVICE);
-    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link = DragonCloudLink::Open(
-        peers_->Get(placement.dragon_peer().address()), resume,
-        std::min(request.deadline, absl::Now() + kDragonReconnectTimeout), &inbox);
+    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link =
+        DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()), resume,
+                              std::min(request.deadline, absl::Now() + kDragonReconnectTimeout),
+                              request.deadline, &inbox);
     if (!link.ok()) return false;
     cloud = *std::move(link);
     return true;
@@ -333,7 +342,11 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
       [&](const DragonMessage& message) { return cloud->Send(message); }, on_token);
   absl::Status cloud_status = absl::UnavailableError("the cloud could not be reached again");
   if (cloud != nullptr) {
-    cloud_status = cloud->Finish();
+    // A cloud that is not done (this side failed, stopped early or went alone) is stopped.
+    const bool cloud_done =
+        side.ok() && !side->peer.stopped_by_caller &&
+        (!side->peer.lost_at_step.has_value() || side->peer.resumed_at_step.has_value());
+    cloud_status = cloud_done ? cloud->Finish() : cloud->Cancel();
     bytes_received += cloud->bytes_received();
   }
   SILO_RETURN_IF_ERROR(side.status());

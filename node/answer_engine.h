@@ -76,6 +76,8 @@ struct AnswerResult {
   std::vector<v1::NodeFailure> failures;  // peers the answer went on without
 };
 
+inline constexpr absl::Duration kDragonEngineWait = absl::Seconds(10);
+
 class AnswerEngine {
  public:
   // `corpus` (the querier's own; its decoder answers), `handles`, `peers` must outlive it.
@@ -93,7 +95,7 @@ class AnswerEngine {
   const engine::RagPromptBuilder& prompts() const { return prompts_; }
 
   // DRAGON, the cloud's side (DragonService): runs node/dragon_side.h with this node's decoder,
-  // waiting for any answer in progress. Its errors.
+  // waiting up to kDragonEngineWait for an answer in progress (Unavailable after). Its errors.
   absl::StatusOr<DragonSideResult> RunDragonSide(std::string_view question,
                                                  std::span<const retrieval::SearchHit> hits,
                                                  const DragonPeerOptions& options,
@@ -132,7 +134,7 @@ class AnswerEngine {
   PeerChannels* peers_;
   const v1::ModelFingerprint model_;
   engine::RagPromptBuilder prompts_;
-  std::mutex mutex_;  // one answer at a time
+  std::timed_mutex mutex_;  // one answer at a time
   engine::ThreadPool pool_;
   engine::Transformer transformer_;
 };

@@ -8,25 +8,27 @@ namespace silo::node {
 
 absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
     const std::shared_ptr<grpc::Channel>& channel, const v1::StartSessionRequest& request,
-    absl::Time deadline, DragonInbox* inbox) {
+    absl::Time start_deadline, absl::Time stream_deadline, DragonInbox* inbox) {
   std::unique_ptr<DragonCloudLink> link(new DragonCloudLink());
   link->stub_ = v1::DragonService::NewStub(channel);
   {
     grpc::ClientContext start;
-    start.set_deadline(absl::ToChronoTime(deadline));
+    start.set_deadline(absl::ToChronoTime(start_deadline));
     v1::StartSessionResponse response;
     if (grpc::Status status = link->stub_->StartSession(&start, request, &response); !status.ok()) {
       return FromGrpcStatus(status);
     }
     link->n_cloud_chunks_ = response.n_chunks();
   }
-  link->context_.set_deadline(absl::ToChronoTime(deadline));
+  link->context_.set_deadline(absl::ToChronoTime(stream_deadline));
   link->stream_ = link->stub_->Decode(&link->context_);
   v1::DecodeRequest hello;
   *hello.mutable_session() = request.session();
   if (!link->stream_->Write(hello)) {
     link->finished_ = true;
-    return FromGrpcStatus(link->stream_->Finish());
+    const absl::Status status = FromGrpcStatus(link->stream_->Finish());
+    return status.ok() ? absl::UnavailableError("the cloud closed the DRAGON stream at once")
+                       : status;
   }
   link->reader_ = std::thread([raw = link.get(), inbox] {
     while (true) {
@@ -53,10 +55,13 @@ absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
 }
 
 DragonCloudLink::~DragonCloudLink() {
-  if (!finished_ && stream_ != nullptr) {
-    context_.TryCancel();
-    (void)Finish();
-  }
+  // Whoever drops a link unfinished has what it needs from it; its status is moot.
+  if (!finished_ && stream_ != nullptr) (void)Cancel();
+}
+
+absl::Status DragonCloudLink::Cancel() {
+  context_.TryCancel();
+  return Finish();
 }
 
 absl::Status DragonCloudLink::Send(const DragonMessage& message) {

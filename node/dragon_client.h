@@ -23,11 +23,12 @@ inline constexpr absl::Duration kDragonReconnectTimeout = absl::Seconds(1);
 
 class DragonCloudLink {
  public:
-  // Starts the session at the cloud and opens the stream. The cloud's errors (FAILED_PRECONDITION
-  // for another model, INVALID_ARGUMENT, ...) or Unavailable. `inbox` must outlive the link.
+  // Starts the session at the cloud (StartSession under `start_deadline`) and opens the stream
+  // (under `stream_deadline`). The cloud's errors (FAILED_PRECONDITION for another model,
+  // INVALID_ARGUMENT, ...) or Unavailable. `inbox` must outlive the link.
   static absl::StatusOr<std::unique_ptr<DragonCloudLink>> Open(
       const std::shared_ptr<grpc::Channel>& channel, const v1::StartSessionRequest& request,
-      absl::Time deadline, DragonInbox* inbox);
+      absl::Time start_deadline, absl::Time stream_deadline, DragonInbox* inbox);
 
   ~DragonCloudLink();
 
@@ -39,6 +40,8 @@ class DragonCloudLink {
 
   // Half-closes, waits for the cloud's end and returns its status.
   absl::Status Finish();
+  // Ends the stream now (the cloud stops decoding) and returns its status.
+  absl::Status Cancel();
 
  private:
   DragonCloudLink() = default;

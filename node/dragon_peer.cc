@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <random>
 #include <utility>
@@ -15,6 +16,11 @@ namespace silo::node {
 void DragonInbox::Push(DragonMessage message) {
   std::lock_guard lock(mutex_);
   if (closed_.has_value()) return;
+  if (messages_.size() >= kMaxInboxMessages) {
+    closed_ = absl::ResourceExhaustedError("the other side sends faster than this side decodes");
+    arrived_.notify_one();
+    return;
+  }
   if (const auto* verdict = std::get_if<v1::Verdict>(&message);
       verdict != nullptr && !verdict->accepted()) {
     draft_rejected_.store(true);
@@ -137,6 +143,11 @@ class Peer {
       // Everything that arrived, then a decision, then a forward pass; wait only when none of
       // them can make progress.
       SILO_ASSIGN_OR_RETURN(bool progressed, DrainInbox(absl::Now()));
+      if (alone_ && !options_.continue_alone) return result_.lost_status;
+      if (options_.stop != nullptr && options_.stop->load()) {
+        result_.stopped_by_caller = true;
+        break;
+      }
       if (done_) break;
       MaybeReconnect();
       SILO_ASSIGN_OR_RETURN(const bool decided, TryDecide());
@@ -146,9 +157,10 @@ class Peer {
         continue;
       }
       SILO_ASSIGN_OR_RETURN(progressed, DrainInbox(absl::Now() + options_.peer_timeout));
-      if (!progressed && !alone_)
+      if (!progressed && !alone_) {
         LoseOtherSide(absl::DeadlineExceededError(absl::StrCat(
             "nothing from the other side for ", absl::FormatDuration(options_.peer_timeout))));
+      }
     }
     return std::move(result_);
   }
@@ -175,7 +187,9 @@ class Peer {
   int32_t Final(int32_t step, int32_t decided, std::span<const float> target) {
     if (options_.forced_tokens.empty()) return decided;
     const int32_t forced = options_.forced_tokens[static_cast<size_t>(step)];
-    result_.forced_logprob += std::log(std::max(target[static_cast<size_t>(forced)], 1e-30f));
+    // A forced token the mixture gives no mass scores as the smallest normal float.
+    result_.forced_logprob +=
+        std::log(std::max(target[static_cast<size_t>(forced)], std::numeric_limits<float>::min()));
     return forced;
   }
   int32_t Confirmed() const { return static_cast<int32_t>(result_.tokens.size()); }
@@ -247,8 +261,14 @@ class Peer {
       return absl::OkStatus();
     }
     if (draft.token() >= static_cast<uint32_t>(streams_.vocab_size()) ||
-        !std::isfinite(draft.h())) {
-      return absl::InvalidArgumentError("a draft's token or h is invalid");
+        !std::isfinite(draft.h()) || draft.version() == UINT32_MAX) {
+      return absl::InvalidArgumentError("a draft's token, h or version is invalid");
+    }
+    // An honest side drafts at most max_lookahead steps past what it knows is final, which is
+    // never more than what the aggregator knows.
+    if (static_cast<int64_t>(draft.step()) > Confirmed() + options_.max_lookahead) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "a draft for step ", draft.step(), " beyond the lookahead of step ", Confirmed()));
     }
     SILO_ASSIGN_OR_RETURN(std::vector<float> p,
                           DecodeDistribution(draft.distribution(), streams_.vocab_size()));
@@ -272,9 +292,15 @@ class Peer {
     if (verdict.final_token() >= static_cast<uint32_t>(streams_.vocab_size())) {
       return absl::InvalidArgumentError("a verdict's token is out of range");
     }
+    if (verdict.accepted() !=
+        (static_cast<int32_t>(verdict.final_token()) == pending_.front().draft)) {
+      return absl::FailedPreconditionError("a verdict's accepted flag contradicts its token");
+    }
     const int64_t rtt_ns = NowNanos() - verdict.draft_sent_at_unix_ns() - verdict.hold_ns();
     if (verdict.draft_sent_at_unix_ns() > 0 && rtt_ns > 0) last_rtt_ns_ = rtt_ns;
-    return Commit(static_cast<int32_t>(verdict.final_token()));
+    SILO_RETURN_IF_ERROR(Commit(static_cast<int32_t>(verdict.final_token())));
+    inbox_.ClearDraftRejected();
+    return absl::OkStatus();
   }
 
   absl::Status HandleHandoff(const v1::AggregatorHandoff& handoff) {
@@ -400,10 +426,6 @@ class Peer {
     }
     SILO_RETURN_IF_ERROR(status);
     const double token_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
-    decode_ns_ =
-        decode_ns_ == 0
-            ? static_cast<int64_t>(token_ms * 1e6)
-            : static_cast<int64_t>(0.8 * static_cast<double>(decode_ns_) + 0.2 * token_ms * 1e6);
     scheduler_.ObserveTokenLatency(true, token_ms);
     return AddPending();
   }
@@ -432,7 +454,7 @@ class Peer {
     *draft.mutable_distribution() =
         EncodeDistribution(pending.proposal, options_.distribution_top_p >= 1);
     draft.set_sent_at_unix_ns(NowNanos());
-    draft.set_decode_ns(decode_ns_);
+    draft.set_decode_ns(static_cast<int64_t>(scheduler_.TokenMs(/*local_side=*/true) * 1e6));
     draft.set_version(version_);
     draft.set_rtt_ns(last_rtt_ns_);
     Send(std::move(draft));
@@ -451,7 +473,6 @@ class Peer {
   std::map<uint32_t, RemoteDraft> remote_drafts_;
   uint32_t version_ = 0;
   uint32_t required_remote_version_ = 0;
-  int64_t decode_ns_ = 0;
   int64_t last_rtt_ns_ = 0;
   absl::Time last_reconnect_ = absl::InfinitePast();
   bool alone_ = false;

@@ -42,6 +42,10 @@ namespace silo::node {
 
 using DragonMessage = std::variant<v1::Draft, v1::Verdict, v1::AggregatorHandoff>;
 
+// More queued messages than this close the inbox with ResourceExhausted: an honest side has at
+// most about max_lookahead drafts in flight.
+inline constexpr size_t kMaxInboxMessages = 1024;
+
 // Messages from the other side, in the order it sent them.
 class DragonInbox {
  public:
@@ -99,6 +103,11 @@ struct DragonPeerOptions {
   // the other side started with those tokens as its confirmed_prefix). This side then aggregates.
   std::function<bool(std::span<const int32_t> confirmed)> reconnect;
   absl::Duration reconnect_interval = absl::Seconds(1);
+  // Whether the side decodes on alone when it loses the other side (the device: its user waits
+  // for the answer), or ends with the loss's status (the cloud: nobody reads its tokens then).
+  bool continue_alone = true;
+  // Optional: once set, the answer ends after the current step (the user went away).
+  const std::atomic<bool>* stop = nullptr;
 };
 
 // InvalidArgument for a side or aggregator that is not DEVICE or CLOUD, max_tokens < 1,
@@ -120,6 +129,7 @@ struct DragonPeerStats {
 struct DragonPeerResult {
   std::vector<int32_t> tokens;  // the final tokens, the same on both sides
   bool stopped_by_stop_token = false;
+  bool stopped_by_caller = false;  // options.stop was set
   // The other side was lost at `lost_at_step` (the last time); from there this side decoded
   // alone, up to `resumed_at_step` when a reconnect brought the other side back.
   std::optional<int32_t> lost_at_step;

@@ -44,6 +44,8 @@ class AggregatorScheduler {
   bool ShouldMove(bool local_is_aggregator);
 
   AggregationCosts Costs(bool local_is_aggregator) const;
+  // A side's current per-token decode estimate in ms; 0 before its first observation.
+  double TokenMs(bool local_side) const { return token_ms_[local_side ? 1 : 0].value; }
 
  private:
   struct Estimate {

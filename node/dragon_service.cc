@@ -1,5 +1,7 @@
 #include "node/dragon_service.h"
 
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -72,6 +74,23 @@ grpc::Status DragonService::StartSession(grpc::ServerContext* context,
   absl::StatusOr<std::vector<retrieval::SearchHit>> hits =
       RetrieveDragonChunks(*corpus_, request->question(), static_cast<int32_t>(request->top_k()));
   if (!hits.ok()) return ToGrpcStatus(hits.status());
+  // The streams' KV (f32) and prefill must fit: every chunk's stream holds its chunk, the
+  // prompt around it (bounded by the question) and the whole answer.
+  int64_t rows = 0;
+  for (const retrieval::SearchHit& hit : *hits) {
+    rows += hit.n_tokens + kDragonPromptRows + static_cast<int64_t>(request->max_tokens());
+  }
+  const int64_t row_bytes =
+      int64_t{model_.n_layers()} * model_.n_kv_heads() * model_.head_dim() * 2 * 4;
+  if (rows * row_bytes > kMaxDragonCacheBytes) {
+    return {grpc::StatusCode::RESOURCE_EXHAUSTED,
+            StrCat("the session would need ", rows * row_bytes >> 20,
+                   " MiB of KV cache; this "
+                   "node allows ",
+                   kMaxDragonCacheBytes >> 20,
+                   " MiB: ask for fewer chunks or "
+                   "tokens")};
+  }
   response->set_n_chunks(static_cast<uint32_t>(hits->size()));
 
   std::lock_guard lock(mutex_);
@@ -123,7 +142,11 @@ grpc::Status DragonService::Decode(
   if (std::optional<DragonMessage> event = EventOf(std::move(first)); event.has_value()) {
     inbox.Push(*std::move(event));
   }
+  options->continue_alone = false;  // without the device nobody reads this side's tokens
   // The device's messages arrive on this thread while the decode loop runs on the handler's.
+  std::mutex reader_mutex;
+  std::condition_variable reader_ended;
+  bool reader_done = false;
   std::thread reader([&] {
     while (true) {
       v1::DecodeRequest request;
@@ -133,6 +156,9 @@ grpc::Status DragonService::Decode(
       }
     }
     inbox.Close(absl::UnavailableError("the device closed the stream"));
+    std::lock_guard lock(reader_mutex);
+    reader_done = true;
+    reader_ended.notify_one();
   });
   absl::StatusOr<DragonSideResult> result = engine_->RunDragonSide(
       session.request.question(), session.hits, *options, inbox,
@@ -143,8 +169,16 @@ grpc::Status DragonService::Decode(
         return absl::OkStatus();
       },
       [](int32_t) {});
-  // The reader ends when the device half-closes or the call is cancelled.
+  // The reader ends when the device half-closes (it has the last verdict then) or the call is
+  // cancelled; a device that does neither is cut off after a while.
   if (!result.ok()) context->TryCancel();
+  {
+    std::unique_lock lock(reader_mutex);
+    if (!reader_ended.wait_for(lock, absl::ToChronoNanoseconds(kDragonHalfCloseWait),
+                               [&] { return reader_done; })) {
+      context->TryCancel();
+    }
+  }
   reader.join();
   return ToGrpcStatus(result.status());
 }

@@ -25,6 +25,12 @@ namespace silo::node {
 
 inline constexpr absl::Duration kDragonSessionTtl = absl::Minutes(2);
 inline constexpr size_t kMaxPendingDragonSessions = 64;
+// A session's streams' f32 KV cache at most (RESOURCE_EXHAUSTED beyond), counting per chunk
+// stream its tokens, kDragonPromptRows for the prompt around it and max_tokens.
+inline constexpr int64_t kMaxDragonCacheBytes = int64_t{4} << 30;
+inline constexpr int64_t kDragonPromptRows = 8192 + 64;  // a 32 KiB question and the template
+// How long the cloud waits, once done, for the device to half-close before cutting the call.
+inline constexpr absl::Duration kDragonHalfCloseWait = absl::Seconds(10);
 
 class DragonService final : public v1::DragonService::Service {
  public:

@@ -4,6 +4,7 @@
 // follows the mixture; a lost side is survived; protocol violations are refused.
 #include "node/dragon_peer.h"
 
+#include <atomic>
 #include <memory>
 #include <random>
 #include <span>
@@ -358,13 +359,17 @@ TEST_F(DragonPeerTest, ADeviceThatLostTheCloudResumesWithANewOne) {
 }
 
 TEST_F(DragonPeerTest, ProtocolViolationsAreRefused) {
-  const auto run_device_against = [&](std::vector<DragonMessage> script,
-                                      v1::DragonSide aggregator) {
+  const auto run_device_against = [&](std::vector<DragonMessage> script, v1::DragonSide aggregator,
+                                      bool continue_alone = true,
+                                      const std::atomic<bool>* stop = nullptr) {
     DragonInbox inbox;
     for (DragonMessage& m : script) inbox.Push(std::move(m));
     inbox.Close(absl::UnavailableError("script over"));
-    return RunSide(*device_transformer_, device_, Options(aggregator, 4, AggregatorPolicy::kFixed),
-                   inbox, [](const DragonMessage&) { return absl::OkStatus(); });
+    DragonPeerOptions options = Options(aggregator, 4, AggregatorPolicy::kFixed);
+    options.continue_alone = continue_alone;
+    options.stop = stop;
+    return RunSide(*device_transformer_, device_, options, inbox,
+                   [](const DragonMessage&) { return absl::OkStatus(); });
   };
   v1::Verdict verdict;
   verdict.set_step(0);
@@ -386,10 +391,38 @@ TEST_F(DragonPeerTest, ProtocolViolationsAreRefused) {
   draft.set_token(kVocab);
   EXPECT_THAT(run_device_against({draft}, v1::DRAGON_SIDE_DEVICE),
               StatusIs(absl::StatusCode::kInvalidArgument));
-  // A script that just ends: the device finishes alone and says so.
+  // A draft far beyond the lookahead (a peer filling the aggregator's memory).
+  draft.set_token(1);
+  draft.set_step(1000);
+  *draft.mutable_distribution() = EncodeDistribution(std::vector<float>(kVocab, 1.0f), true);
+  EXPECT_THAT(run_device_against({draft}, v1::DRAGON_SIDE_DEVICE),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("lookahead")));
+  // A verdict whose accepted flag contradicts its token: whatever the device drafted, one of
+  // these two verdicts lies.
+  v1::Verdict says_accepted;
+  says_accepted.set_step(0);
+  says_accepted.set_final_token(5);
+  says_accepted.set_accepted(true);
+  v1::Verdict says_rejected = says_accepted;
+  says_rejected.set_accepted(false);
+  const absl::Status a = run_device_against({says_accepted}, v1::DRAGON_SIDE_CLOUD).status();
+  const absl::Status b = run_device_against({says_rejected}, v1::DRAGON_SIDE_CLOUD).status();
+  EXPECT_NE(a.ok(), b.ok());
+  EXPECT_THAT(a.ok() ? b : a,
+              StatusIs(absl::StatusCode::kFailedPrecondition, ::testing::HasSubstr("contradicts")));
+  // A script that just ends: the device finishes alone and says so; a side that must not go on
+  // alone (the cloud) ends with the loss.
   ASSERT_OK_AND_ASSIGN(const DragonPeerResult alone, run_device_against({}, v1::DRAGON_SIDE_CLOUD));
   EXPECT_EQ(alone.tokens.size(), 4u);
   EXPECT_EQ(alone.lost_at_step, 0);
+  EXPECT_THAT(run_device_against({}, v1::DRAGON_SIDE_CLOUD, /*continue_alone=*/false),
+              StatusIs(absl::StatusCode::kUnavailable));
+  // The caller stops the answer.
+  const std::atomic<bool> stop{true};
+  ASSERT_OK_AND_ASSIGN(const DragonPeerResult stopped,
+                       run_device_against({}, v1::DRAGON_SIDE_CLOUD, true, &stop));
+  EXPECT_TRUE(stopped.stopped_by_caller);
+  EXPECT_TRUE(stopped.tokens.empty());
 }
 
 }  // namespace
