@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "engine/document_streams.h"
 
@@ -18,8 +19,9 @@ absl::StatusOr<DragonPeerOptions> DragonPeerOptionsOf(const v1::StartSessionRequ
   DragonPeerOptions options;
   options.side = side;
   options.aggregator = session.aggregator();
-  if (session.max_tokens() < 1 || session.max_tokens() > 32768) {
-    return absl::InvalidArgumentError("max_tokens must be in [1, 32768]");
+  if (session.max_tokens() < 1 || session.max_tokens() > kMaxDragonTokens) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_tokens must be in [1, ", kMaxDragonTokens, "]"));
   }
   options.max_tokens = static_cast<int32_t>(session.max_tokens());
   const v1::SamplingParams& sampling = session.sampling();
@@ -36,8 +38,9 @@ absl::StatusOr<DragonPeerOptions> DragonPeerOptionsOf(const v1::StartSessionRequ
   options.distribution_top_p = top_p == 0 ? 1 : top_p;
   const v1::DragonSettings& settings = session.settings();
   if (settings.has_max_lookahead()) {
-    if (settings.max_lookahead() > 64) {
-      return absl::InvalidArgumentError("max_lookahead must be at most 64");
+    if (settings.max_lookahead() > kMaxDragonLookahead) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("max_lookahead must be at most ", kMaxDragonLookahead));
     }
     options.max_lookahead = static_cast<int32_t>(settings.max_lookahead());
   }
@@ -50,8 +53,9 @@ absl::StatusOr<DragonPeerOptions> DragonPeerOptionsOf(const v1::StartSessionRequ
       options.policy = AggregatorPolicy::kFixed;
       break;
     case v1::DRAGON_POLICY_ALTERNATE:
-      if (settings.alternate_every() < 1 || settings.alternate_every() > 4096) {
-        return absl::InvalidArgumentError("alternate_every must be in [1, 4096]");
+      if (settings.alternate_every() < 1 || settings.alternate_every() > kMaxDragonAlternateEvery) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("alternate_every must be in [1, ", kMaxDragonAlternateEvery, "]"));
       }
       options.policy = AggregatorPolicy::kAlternate;
       options.alternate_every = static_cast<int32_t>(settings.alternate_every());

@@ -28,9 +28,14 @@ namespace silo::node {
 absl::StatusOr<std::vector<retrieval::SearchHit>> RetrieveDragonChunks(
     const retrieval::KnowledgeBase& corpus, std::string_view question, int32_t top_k);
 
+inline constexpr uint32_t kMaxDragonTokens = 32768;
+inline constexpr uint32_t kMaxDragonLookahead = 64;
+inline constexpr uint32_t kMaxDragonAlternateEvery = 4096;
+
 // The protocol options both sides derive from the session's parameters, for `side`.
-// InvalidArgument for an aggregator that is not DEVICE or CLOUD, max_tokens outside 1..32768,
-// distribution_top_p outside [0, 1], a lookahead over 64, alternate_every outside 1..4096 for
+// InvalidArgument for an aggregator that is not DEVICE or CLOUD, max_tokens outside
+// 1..kMaxDragonTokens, distribution_top_p outside [0, 1], a lookahead over kMaxDragonLookahead,
+// alternate_every outside 1..kMaxDragonAlternateEvery for
 // ALTERNATE, an unknown policy, or sampling DRAGON does not do (top_k, top_p: the mixture is
 // sampled as it is, at the temperature).
 absl::StatusOr<DragonPeerOptions> DragonPeerOptionsOf(const v1::StartSessionRequest& session,
