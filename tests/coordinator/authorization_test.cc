@@ -223,6 +223,7 @@ TEST(RpcRules, CoverExactlyTheServedMethods) {
       {Server::kNode, "silo.v1.RetrievalService"},
       {Server::kNode, "silo.v1.QueryService"},
       {Server::kNode, "silo.v1.FedRagOwnerService"},
+      {Server::kNode, "silo.v1.DragonService"},
       {Server::kNode, "silo.v1.ScrambledAttentionService"},
       {Server::kCoordinator, "silo.v1.CoordinatorService"},
       {Server::kCoordinator, "silo.v1.QueryService"}};
