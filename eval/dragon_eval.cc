@@ -31,14 +31,6 @@ DragonRunOptions ModeOptions(DragonMode mode) {
   return options;
 }
 
-float LogSumExp(const std::vector<float>& scores) {
-  if (scores.empty()) return 0;
-  const float top = *std::max_element(scores.begin(), scores.end());
-  double sum = 0;
-  for (const float s : scores) sum += std::exp(static_cast<double>(s - top));
-  return top + static_cast<float>(std::log(sum));
-}
-
 // One side's streams: a stream per hit (their scores), or one stream of the question alone.
 struct SideStreams {
   std::unique_ptr<engine::DocumentStreams> streams;
@@ -258,7 +250,11 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
     const absl::Time cloud_arrival =
         cloud_result->times.back() + one_way * (1 + options.jitter * spread);
     const absl::Time merged = std::max(device->times.back(), cloud_arrival);
-    const bool cloud_wins = LogSumExp(cloud_scores) > LogSumExp(device_scores);
+    // A side without chunks decodes one stream of score 0 (StartSide).
+    const auto mass = [](const std::vector<float>& scores) {
+      return scores.empty() ? 0.0f : node::LogSumExp(scores);
+    };
+    const bool cloud_wins = mass(cloud_scores) > mass(device_scores);
     result.tokens = cloud_wins ? cloud_result->tokens : device->tokens;
     result.forced_logprob = cloud_wins ? cloud_result->forced_logprob : device->forced_logprob;
     // The merged answer exists only once both are in: all of it arrives at once.

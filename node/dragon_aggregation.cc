@@ -13,13 +13,6 @@
 namespace silo::node {
 namespace {
 
-float LogSumExp(std::span<const float> values) {
-  const float top = *std::max_element(values.begin(), values.end());
-  double sum = 0;
-  for (const float value : values) sum += std::exp(static_cast<double>(value - top));
-  return top + static_cast<float>(std::log(sum));
-}
-
 int32_t ArgMax(std::span<const float> p) {
   return static_cast<int32_t>(std::max_element(p.begin(), p.end()) - p.begin());
 }
@@ -41,6 +34,13 @@ int32_t SampleFrom(std::span<const float> weights, std::mt19937_64& generator) {
 }
 
 }  // namespace
+
+float LogSumExp(std::span<const float> values) {
+  const float top = *std::max_element(values.begin(), values.end());
+  double sum = 0;
+  for (const float value : values) sum += std::exp(static_cast<double>(value - top));
+  return top + static_cast<float>(std::log(sum));
+}
 
 absl::StatusOr<SideMixture> MixStreams(std::span<const float> logits, std::span<const float> scores,
                                        float temperature) {

@@ -26,6 +26,9 @@ struct SideMixture {
   std::vector<float> p;  // [vocab_size] next-token distribution p^s
 };
 
+// log Σ exp(values), stably. Precondition: not empty.
+float LogSumExp(std::span<const float> values);
+
 // logits [n_streams, vocab_size] row-major, scores [n_streams]. InvalidArgument when the shapes
 // disagree, there is no stream, a value is not finite or temperature < 0.
 absl::StatusOr<SideMixture> MixStreams(std::span<const float> logits, std::span<const float> scores,
