@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "engine/cpu/quantized_matmul.h"
+#include "eval/walsh_unmixing.h"
 
 namespace silo::eval {
 namespace {
@@ -577,6 +578,46 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
     }
   }
   result.chance = ChanceOf(truth, attacker.anchors);
+  return result;
+}
+
+AttackResult RunWalshUnmixingAttack(const ObservedLayer& view, const AttackerKnowledge& attacker) {
+  AttackResult result{
+      .attack = "walsh-unmixing", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  std::vector<const ObservedKey*> keys;
+  for (const ObservedKey& key : view.keys) {
+    result.recovered.n += key.n_rows;
+    result.chance.n += key.n_rows;
+    if (key.n_rows > key.dim) keys.push_back(&key);
+  }
+  std::vector<int64_t> recovered(keys.size(), 0);
+  const auto attack = [&](size_t i) {
+    const ObservedKey& key = *keys[i];
+    WalshUnmixingOptions options;
+    options.seed = i + 1;
+    const WalshUnmixing unmixing = UndoWalshMixing(key.k.data(), key.n_rows, key.dim, options);
+    // Scoring only: against the true K (unpadded widths only: padding adds zero columns).
+    if (unmixing.rows.empty() ||
+        key.truth_k.size() != static_cast<size_t>(key.n_rows) * static_cast<size_t>(key.dim)) {
+      return;
+    }
+    const int32_t matched =
+        MatchedColumns(unmixing.rows.data(), key.truth_k.data(), key.n_rows, key.dim, 0.9);
+    if (matched == key.dim) recovered[i] = key.n_rows;
+  };
+  const auto attack_range = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) attack(static_cast<size_t>(i));
+  };
+  const auto n_keys = static_cast<int64_t>(keys.size());
+  if (attacker.pool != nullptr) {
+    attacker.pool->ParallelFor(n_keys, attack_range);
+  } else {
+    attack_range(0, n_keys);
+  }
+  for (const int64_t rows : recovered) {
+    result.recovered.top1 += rows;
+    result.recovered.top5 += rows;
+  }
   return result;
 }
 

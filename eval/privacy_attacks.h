@@ -37,6 +37,16 @@
 //                    |entries| of K_1⁻ᵀ·K_2ᵀ is free of the permutations too. The attacker
 //                    compares it with every pool chunk's (keys computed as above) and pairs M's
 //                    rows (columns) with the candidate's by their sorted |values|.
+//   walsh-unmixing   (attack 3) Undoes the sphps mixing of each key that has more rows than
+//                    head_dim from its K′ rows alone, with no pool and no weights
+//                    (eval/walsh_unmixing.h). A row counts as recovered when its key's mixing
+//                    is undone: every column of the estimate correlates (|r| ≥ 0.9) with a
+//                    distinct column of the true K, so K is known up to one signed scaling and
+//                    permutation of its columns for the whole key. That is not a token yet,
+//                    but it is the permutation baseline (which vocab-match-v breaks at layer 0)
+//                    and rows a learned inversion reads when plaintext (layer 1: 86%), so the
+//                    harness counts such rows as lost: top-1 and top-5 count them alike, and
+//                    chance is 0 (a blind guess undoes nothing).
 //   owner-query      What an owner sees with protect_mode OWNER: the querier's plain query rows
 //                    of the protected layers. Each row, rotated back to its position, against
 //                    every vocabulary token's query at that layer (nearest neighbour).
@@ -114,6 +124,9 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
 // The block-pair attack against `pool`, over every step of the view.
 AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
                                 const std::vector<CandidateChunk>& pool);
+
+// Attack 3 on every key's K′ rows (keys of at most head_dim rows get no guess).
+AttackResult RunWalshUnmixingAttack(const ObservedLayer& view, const AttackerKnowledge& attacker);
 
 // The owner's attack on plain query rows; `plain_view` is a kPlaintext view of a protected
 // layer (its query rows are what OwnerAttend carries). Every step's rows.

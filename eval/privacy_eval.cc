@@ -473,9 +473,8 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
 
 }  // namespace
 
-absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions& options,
-                                                        const std::string& json_path,
-                                                        std::ostream& out) {
+// The settings, attacks and costs of an earlier run's privacy.json, and its question count.
+absl::StatusOr<std::pair<PrivacyEvalResult, int>> ReadPrivacyJson(const std::string& json_path) {
   std::ifstream file(json_path);
   if (!file) return absl::NotFoundError(StrCat("cannot read ", json_path));
   std::stringstream text;
@@ -515,10 +514,18 @@ absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions
       SILO_ASSIGN_OR_RETURN(attack.chance.top5, item.GetInt("chance_top5"));
     }
   }
+  return std::make_pair(std::move(result), static_cast<int>(n_questions));
+}
+
+absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions& options,
+                                                        const std::string& json_path,
+                                                        std::ostream& out) {
+  SILO_ASSIGN_OR_RETURN(auto read, ReadPrivacyJson(json_path));
+  auto& [result, n_questions] = read;
   ChooseDefault(result);
-  PrintTable(result, static_cast<int>(n_questions), out);
-  SILO_RETURN_IF_ERROR(WriteReports(options, result, static_cast<int>(n_questions)));
-  return result;
+  PrintTable(result, n_questions, out);
+  SILO_RETURN_IF_ERROR(WriteReports(options, result, n_questions));
+  return std::move(result);
 }
 
 absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::string& dir,
@@ -626,6 +633,10 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
   engine::Transformer& transformer = *corpus.transformer;
   const engine::RagPromptBuilder& prompts = *corpus.prompts;
 
+  std::optional<std::pair<PrivacyEvalResult, int>> earlier;
+  if (!options.costs_from.empty()) {
+    SILO_ASSIGN_OR_RETURN(earlier, ReadPrivacyJson(options.costs_from));
+  }
   PrivacyEvalResult result;
   result.settings = SweptSettings(options.smoke);
   if (!options.only.empty()) {
@@ -744,7 +755,8 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
       const absl::Time scored = absl::Now();
       Accumulate(RunVocabularyMatching(view, attacker), setting.attacks);
       Accumulate({RunLinearInvariantAttack(view, attacker, chunk_pool[layer_index]),
-                  RunBlockPairAttack(view, attacker, chunk_pool[layer_index])},
+                  RunBlockPairAttack(view, attacker, chunk_pool[layer_index]),
+                  RunWalshUnmixingAttack(view, attacker)},
                  setting.attacks);
       if (setting.protect_mode == "owner") Accumulate({owner_query}, setting.attacks);
       log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, other attacks %.1f s\n",
@@ -758,7 +770,18 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
     if (setting.setting.kind == ViewKind::kFedRag) setting.attacks.push_back(inversion);
   }
 
-  if (options.measure_cost) {
+  if (earlier.has_value()) {
+    for (SettingResult& setting : result.settings) {
+      for (const SettingResult& known : earlier->first.settings) {
+        if (known.setting.name != setting.setting.name) continue;
+        setting.perplexity = known.perplexity;
+        setting.reference_perplexity = known.reference_perplexity;
+        setting.bytes_per_token = known.bytes_per_token;
+        setting.ms_per_token = known.ms_per_token;
+      }
+    }
+    log << "utility and cost figures taken from " << options.costs_from << "\n";
+  } else if (options.measure_cost) {
     SILO_RETURN_IF_ERROR(MeasurePrivacyCost(options, faq, result, log));
   }
   ChooseDefault(result);

@@ -48,6 +48,9 @@ struct PrivacyEvalOptions {
   bool smoke = false;    // baselines, the published setting, the default and OWNER only
   std::string only;      // when set, only the settings whose name contains it
   bool measure_cost = true;
+  // When set, the utility and cost figures of each setting come from this earlier run's
+  // privacy.json (they do not depend on the attacks) instead of being measured.
+  std::string costs_from;
   int cost_questions = 5;     // per setting, end to end
   int cost_tokens = 32;       // gold-answer tokens scored per question
   int embedding_pool = 2000;  // sentences in the embedding-inversion pool (FAQ questions first)
