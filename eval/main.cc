@@ -151,6 +151,8 @@ int main(int argc, char** argv) {  // NOLINT(bugprone-exception-escape)
   privacy_command->add_flag("--no-cost", no_cost, "Skip the end-to-end utility and cost runs");
   privacy_command->add_option("--costs-from", privacy.costs_from,
                               "Take the utility and cost figures from an earlier privacy.json");
+  privacy_command->add_option("--inversion", privacy.inversion_results,
+                              "Add the learned inversion's inversion.json to the report");
   privacy_command->add_option("--cost-questions", privacy.cost_questions)->capture_default_str();
   privacy_command->add_option("--cost-tokens", privacy.cost_tokens)->capture_default_str();
   privacy_command

@@ -6,6 +6,7 @@
 #include <map>
 #include <mutex>
 #include <numeric>
+#include <tuple>
 
 #include "engine/cpu/quantized_matmul.h"
 #include "eval/walsh_unmixing.h"
@@ -581,29 +582,39 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
   return result;
 }
 
-AttackResult RunWalshUnmixingAttack(const ObservedLayer& view, const AttackerKnowledge& attacker) {
-  AttackResult result{
-      .attack = "walsh-unmixing", .target = "chunk tokens", .recovered = {}, .chance = {}};
+std::vector<AttackResult> RunWalshUnmixingAttack(const ObservedLayer& view,
+                                                 const AttackerKnowledge& attacker) {
+  std::vector<AttackResult> results(2);
+  results[0].attack = "walsh-unmixing-k";
+  results[1].attack = "walsh-unmixing-v";
   std::vector<const ObservedKey*> keys;
+  for (AttackResult& result : results) {
+    result.target = "chunk tokens";
+    for (const ObservedKey& key : view.keys) {
+      result.recovered.n += key.n_rows;
+      result.chance.n += key.n_rows;
+    }
+  }
   for (const ObservedKey& key : view.keys) {
-    result.recovered.n += key.n_rows;
-    result.chance.n += key.n_rows;
     if (key.n_rows > key.dim) keys.push_back(&key);
   }
-  std::vector<int64_t> recovered(keys.size(), 0);
+  // [key][0: K′, 1: V′] rows recovered.
+  std::vector<std::array<int64_t, 2>> recovered(keys.size(), {0, 0});
   const auto attack = [&](size_t i) {
     const ObservedKey& key = *keys[i];
-    WalshUnmixingOptions options;
-    options.seed = i + 1;
-    const WalshUnmixing unmixing = UndoWalshMixing(key.k.data(), key.n_rows, key.dim, options);
-    // Scoring only: against the true K (unpadded widths only: padding adds zero columns).
-    if (unmixing.rows.empty() ||
-        key.truth_k.size() != static_cast<size_t>(key.n_rows) * static_cast<size_t>(key.dim)) {
-      return;
+    const size_t size = static_cast<size_t>(key.n_rows) * static_cast<size_t>(key.dim);
+    for (size_t t = 0; t < 2; ++t) {
+      const std::vector<float>& seen = t == 0 ? key.k : key.v;
+      const std::vector<float>& truth = t == 0 ? key.truth_k : key.truth_v;
+      WalshUnmixingOptions options;
+      options.seed = 2 * i + t + 1;
+      const WalshUnmixing unmixing = UndoWalshMixing(seen.data(), key.n_rows, key.dim, options);
+      // Scoring only: against the truth (unpadded widths only: padding adds zero columns).
+      if (unmixing.rows.empty() || truth.size() != size) continue;
+      if (MatchedColumns(unmixing.rows.data(), truth.data(), key.n_rows, key.dim, 0.9) == key.dim) {
+        recovered[i][t] = key.n_rows;
+      }
     }
-    const int32_t matched =
-        MatchedColumns(unmixing.rows.data(), key.truth_k.data(), key.n_rows, key.dim, 0.9);
-    if (matched == key.dim) recovered[i] = key.n_rows;
   };
   const auto attack_range = [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) attack(static_cast<size_t>(i));
@@ -614,9 +625,153 @@ AttackResult RunWalshUnmixingAttack(const ObservedLayer& view, const AttackerKno
   } else {
     attack_range(0, n_keys);
   }
-  for (const int64_t rows : recovered) {
-    result.recovered.top1 += rows;
-    result.recovered.top5 += rows;
+  for (const std::array<int64_t, 2>& rows : recovered) {
+    for (size_t t = 0; t < 2; ++t) {
+      results[t].recovered.top1 += rows[t];
+      results[t].recovered.top5 += rows[t];
+    }
+  }
+  return results;
+}
+
+namespace {
+
+// Rows [n, d] with each column centred and scaled by `mean` and `inverse_std`.
+void StandardizeColumns(std::vector<float>& rows, size_t d, const std::vector<double>& mean,
+                        const std::vector<double>& inverse_std) {
+  for (size_t i = 0; i < rows.size(); ++i) {
+    rows[i] = static_cast<float>((rows[i] - mean[i % d]) * inverse_std[i % d]);
+  }
+}
+
+// Each row of `rows` [n, d] scaled to unit length; with `sorted_magnitudes`, first replaced by
+// its |values| in ascending order.
+std::vector<float> RowFeatures(const std::vector<float>& rows, size_t d, bool sorted_magnitudes) {
+  std::vector<float> features = rows;
+  for (size_t at = 0; at < features.size(); at += d) {
+    float* row = &features[at];
+    if (sorted_magnitudes) {
+      for (size_t c = 0; c < d; ++c) row[c] = std::abs(row[c]);
+      std::sort(row, row + d);
+    }
+    double norm = 0;
+    for (size_t c = 0; c < d; ++c) norm += double{row[c]} * row[c];
+    const auto scale = static_cast<float>(norm > 0 ? 1 / std::sqrt(norm) : 0.0);
+    for (size_t c = 0; c < d; ++c) row[c] *= scale;
+  }
+  return features;
+}
+
+}  // namespace
+
+AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                     const std::vector<const CandidateChunk*>& reference) {
+  AttackResult result{
+      .attack = "walsh-unmixing-v+nn", .target = "chunk tokens", .recovered = {}, .chance = {}};
+  std::vector<int32_t> truth;
+  for (const ObservedKey& key : view.keys) {
+    truth.insert(truth.end(), key.row_token.begin(), key.row_token.end());
+  }
+  result.chance = ChanceOf(truth, attacker.anchors);
+  if (view.keys.empty() || reference.empty()) {
+    result.recovered.n = static_cast<int64_t>(truth.size());
+    return result;
+  }
+  const auto d = static_cast<size_t>(view.keys.front().dim);
+  const size_t n_kv_heads = reference.front()->values.size();
+  // Per KV head: the reference rows standardized, their two kinds of features and tokens.
+  struct Reference {
+    std::vector<float> rows, sorted, whole;
+    std::vector<int32_t> tokens;
+  };
+  std::vector<Reference> references(n_kv_heads);
+  for (size_t h = 0; h < n_kv_heads; ++h) {
+    Reference& ref = references[h];
+    for (const CandidateChunk* chunk : reference) {
+      if (chunk->values.size() != n_kv_heads ||
+          chunk->values[h].size() != chunk->tokens.size() * d) {
+        continue;
+      }
+      ref.rows.insert(ref.rows.end(), chunk->values[h].begin(), chunk->values[h].end());
+      ref.tokens.insert(ref.tokens.end(), chunk->tokens.begin(), chunk->tokens.end());
+    }
+    std::vector<double> mean(d, 0.0), inverse_std(d, 0.0);
+    const double n_rows = static_cast<double>(ref.tokens.size());
+    for (size_t i = 0; i < ref.rows.size(); ++i) mean[i % d] += ref.rows[i] / n_rows;
+    for (size_t i = 0; i < ref.rows.size(); ++i) {
+      const double centred = ref.rows[i] - mean[i % d];
+      inverse_std[i % d] += centred * centred / n_rows;
+    }
+    for (double& value : inverse_std) value = value > 0 ? 1 / std::sqrt(value) : 0.0;
+    StandardizeColumns(ref.rows, d, mean, inverse_std);
+    ref.sorted = RowFeatures(ref.rows, d, true);
+    ref.whole = RowFeatures(ref.rows, d, false);
+  }
+  engine::ThreadPool& pool = *attacker.pool;
+  for (const ObservedKey& key : view.keys) {
+    const auto n = static_cast<size_t>(key.n_rows);
+    const Reference& ref = references[static_cast<size_t>(key.kv_head) % n_kv_heads];
+    const auto n_ref = static_cast<int64_t>(ref.tokens.size());
+    const WalshUnmixing unmixing =
+        key.dim == static_cast<int32_t>(d) && n_ref > 0
+            ? UndoWalshMixing(key.v.data(), key.n_rows, key.dim, WalshUnmixingOptions{})
+            : WalshUnmixing{};
+    if (unmixing.rows.empty()) {  // no guess
+      result.recovered.n += key.n_rows;
+      continue;
+    }
+    std::vector<float> similarity(n * static_cast<size_t>(n_ref));
+    // Stage 1: rows matched blind to the columns' order and signs.
+    const std::vector<float> sorted = RowFeatures(unmixing.rows, d, true);
+    Products(ref.sorted, n_ref, static_cast<int64_t>(d), sorted.data(), key.n_rows,
+             similarity.data(), pool);
+    std::vector<size_t> match(n);
+    for (size_t r = 0; r < n; ++r) {
+      const float* row = &similarity[r * static_cast<size_t>(n_ref)];
+      match[r] = static_cast<size_t>(std::max_element(row, row + n_ref) - row);
+    }
+    // Stage 2: column a of the estimate is reference column c, with the sign of their
+    // correlation over the matched pairs; greedy by |correlation|.
+    std::vector<std::tuple<double, size_t, size_t>> pairs;
+    std::vector<double> correlation(d * d, 0.0);
+    for (size_t r = 0; r < n; ++r) {
+      const float* mine = &unmixing.rows[r * d];
+      const float* theirs = &ref.rows[match[r] * d];
+      for (size_t a = 0; a < d; ++a) {
+        for (size_t c = 0; c < d; ++c) correlation[a * d + c] += double{mine[a]} * theirs[c];
+      }
+    }
+    for (size_t a = 0; a < d; ++a) {
+      for (size_t c = 0; c < d; ++c) pairs.emplace_back(-std::abs(correlation[a * d + c]), a, c);
+    }
+    std::sort(pairs.begin(), pairs.end());
+    std::vector<size_t> column_of(d, d);
+    std::vector<bool> taken(d, false);
+    std::vector<float> sign(d, 1.0f);
+    for (const auto& [negative, a, c] : pairs) {
+      if (column_of[a] != d || taken[c]) continue;
+      column_of[a] = c;
+      taken[c] = true;
+      sign[a] = correlation[a * d + c] < 0 ? -1.0f : 1.0f;
+    }
+    std::vector<float> ordered(n * d);
+    for (size_t r = 0; r < n; ++r) {
+      for (size_t a = 0; a < d; ++a)
+        ordered[r * d + column_of[a]] = sign[a] * unmixing.rows[r * d + a];
+    }
+    // Stage 3: whole rows, the five nearest distinct tokens.
+    const std::vector<float> whole = RowFeatures(ordered, d, false);
+    Products(ref.whole, n_ref, static_cast<int64_t>(d), whole.data(), key.n_rows, similarity.data(),
+             pool);
+    std::vector<Guesses> guesses(n);
+    pool.ParallelFor(key.n_rows, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const float* row = &similarity[static_cast<size_t>(r) * static_cast<size_t>(n_ref)];
+        Guesses& g = guesses[static_cast<size_t>(r)];
+        for (int64_t i = 0; i < n_ref; ++i) g.Offer(ref.tokens[static_cast<size_t>(i)], -row[i]);
+      }
+    });
+    for (size_t r = 0; r < n; ++r) guesses[r].Score(key.row_token[r], result.recovered);
   }
   return result;
 }

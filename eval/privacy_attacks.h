@@ -37,16 +37,24 @@
 //                    |entries| of K_1⁻ᵀ·K_2ᵀ is free of the permutations too. The attacker
 //                    compares it with every pool chunk's (keys computed as above) and pairs M's
 //                    rows (columns) with the candidate's by their sorted |values|.
-//   walsh-unmixing   (attack 3) Undoes the sphps mixing of each key that has more rows than
-//                    head_dim from its K′ rows alone, with no pool and no weights
-//                    (eval/walsh_unmixing.h). A row counts as recovered when its key's mixing
-//                    is undone: every column of the estimate correlates (|r| ≥ 0.9) with a
-//                    distinct column of the true K, so K is known up to one signed scaling and
-//                    permutation of its columns for the whole key. That is not a token yet,
-//                    but it is the permutation baseline (which vocab-match-v breaks at layer 0)
-//                    and rows a learned inversion reads when plaintext (layer 1: 86%), so the
+//   walsh-unmixing-k (attack 3) Undoes the sphps mixing Φ of each key that has more rows than
+//   walsh-unmixing-v head_dim from its K′ rows alone (Ψ from its V′ rows), with no pool and no
+//                    weights (eval/walsh_unmixing.h). A row counts as recovered when its key's
+//                    mixing is undone: every column of the estimate correlates (|r| ≥ 0.9) with
+//                    a distinct column of the true K (V), so K (V) is known up to one signed
+//                    scaling and permutation of its columns for the whole key. That is not a token
+//                    yet, but it is the permutation baseline (which vocab-match-v breaks at layer
+//                    0) and rows a learned inversion reads when plaintext (layer 1: 86%), so the
 //                    harness counts such rows as lost: top-1 and top-5 count them alike, and
 //                    chance is 0 (a blind guess undoes nothing).
+//   walsh-unmixing-v+nn (attack 3 carried to tokens) For each key, the V′ rows unmixed as
+//                    above, then named by nearest neighbours among reference value rows the
+//                    attacker computes from public text with the open weights (chunks prefilled
+//                    alone, as owners do; the attacked documents are not among them), each
+//                    column standardized: first by the sorted |values| of a row (blind to the
+//                    order and signs of the columns), then, with the columns put back in order
+//                    and sign by their correlation with the matched reference rows, by the
+//                    whole row (cosine); the five nearest distinct tokens are the guesses.
 //   owner-query      What an owner sees with protect_mode OWNER: the querier's plain query rows
 //                    of the protected layers. Each row, rotated back to its position, against
 //                    every vocabulary token's query at that layer (nearest neighbour).
@@ -110,11 +118,11 @@ std::vector<AttackResult> RunExactScoreAttack(const ObservedLayer& view,
 std::vector<AttackResult> RunVocabularyMatching(const ObservedLayer& view,
                                                 const AttackerKnowledge& attacker);
 
-// A candidate chunk of attack 2: its tokens and its keys at the attacked layer, as its owner's
-// KV shard holds them (before RoPE), [n_kv_heads][n_tokens, head_dim].
+// A candidate chunk of attack 2: its tokens and its keys and values at the attacked layer, as
+// its owner's KV shard holds them (keys before RoPE), [n_kv_heads][n_tokens, head_dim] each.
 struct CandidateChunk {
   std::vector<int32_t> tokens;
-  std::vector<std::vector<float>> keys;
+  std::vector<std::vector<float>> keys, values;
 };
 
 // Attack 2 against `pool`.
@@ -125,8 +133,15 @@ AttackResult RunLinearInvariantAttack(const ObservedLayer& view, const AttackerK
 AttackResult RunBlockPairAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
                                 const std::vector<CandidateChunk>& pool);
 
-// Attack 3 on every key's K′ rows (keys of at most head_dim rows get no guess).
-AttackResult RunWalshUnmixingAttack(const ObservedLayer& view, const AttackerKnowledge& attacker);
+// Attack 3 on every key's K′ rows (walsh-unmixing-k) and V′ rows (walsh-unmixing-v); keys of
+// at most head_dim rows get no guess.
+std::vector<AttackResult> RunWalshUnmixingAttack(const ObservedLayer& view,
+                                                 const AttackerKnowledge& attacker);
+
+// Attack 3 carried to tokens on every key's V′ rows, against `reference`: chunks of public
+// text the attacker prefilled itself with the open weights (none of the attacked ones).
+AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                     const std::vector<const CandidateChunk*>& reference);
 
 // The owner's attack on plain query rows; `plain_view` is a kPlaintext view of a protected
 // layer (its query rows are what OwnerAttend carries). Every step's rows.

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/half.h"
 #include "common/json.h"
@@ -473,6 +474,65 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
 
 }  // namespace
 
+// The views ExportInversionData writes: session scope and sphps for FedRAG.
+struct InversionView {
+  const char* name;
+  ViewKind kind;
+  uint32_t layer;
+};
+constexpr std::array<InversionView, 4> kInversionViews = {{
+    {.name = "plaintext-layer0", .kind = ViewKind::kPlaintext, .layer = 0},
+    {.name = "fedrag-session-sphps-layer0", .kind = ViewKind::kFedRag, .layer = 0},
+    {.name = "plaintext-layer1", .kind = ViewKind::kPlaintext, .layer = 1},
+    {.name = "fedrag-session-sphps-layer1", .kind = ViewKind::kFedRag, .layer = 1},
+}};
+
+// Adds the learned inversion's figures (eval/learned_inversion.py's inversion.json) to the
+// settings whose compute node receives the rows of a view it was tested on: the plaintext
+// baseline of that layer, or FedRAG with session scope and sphps exposing that layer (skip or
+// owner). NotFound, or InvalidArgument for a file that is not such a result.
+absl::Status AddLearnedInversion(const std::string& json_path, PrivacyEvalResult& result) {
+  std::ifstream file(json_path);
+  if (!file) return absl::NotFoundError(StrCat("cannot read ", json_path));
+  std::stringstream text;
+  text << file.rdbuf();
+  SILO_ASSIGN_OR_RETURN(const JsonValue json, ParseJson(text.str()));
+  SILO_ASSIGN_OR_RETURN(const JsonValue* results, json.Get("results"));
+  SILO_ASSIGN_OR_RETURN(const JsonValue::Array* list, results->AsArray());
+  for (const JsonValue& entry : *list) {
+    SILO_ASSIGN_OR_RETURN(const std::string_view name, entry.GetString("view"));
+    const auto* view = std::find_if(kInversionViews.begin(), kInversionViews.end(),
+                                    [&](const InversionView& v) { return name == v.name; });
+    if (view == kInversionViews.end()) {
+      return absl::InvalidArgumentError(StrCat(json_path, ": unknown view ", name));
+    }
+    AttackResult attack{.attack = "learned-inversion",
+                        .target = "chunk tokens, held-out sessions",
+                        .recovered = {},
+                        .chance = {}};
+    SILO_ASSIGN_OR_RETURN(attack.recovered.n, entry.GetInt("test_rows"));
+    SILO_ASSIGN_OR_RETURN(attack.recovered.top1, entry.GetInt("test_top1"));
+    SILO_ASSIGN_OR_RETURN(attack.recovered.top5, entry.GetInt("test_top5"));
+    attack.chance.n = attack.recovered.n;
+    SILO_ASSIGN_OR_RETURN(attack.chance.top1, entry.GetInt("chance_top1"));
+    SILO_ASSIGN_OR_RETURN(attack.chance.top5, entry.GetInt("chance_top5"));
+    const RecoveryCount& r = attack.recovered;
+    if (r.n <= 0 || r.top1 < 0 || r.top1 > r.top5 || r.top5 > r.n || attack.chance.top1 < 0 ||
+        attack.chance.top1 > attack.chance.top5 || attack.chance.top5 > r.n) {
+      return absl::InvalidArgumentError(StrCat(json_path, ": inconsistent counts for ", name));
+    }
+    for (SettingResult& setting : result.settings) {
+      const v1::PrivacySettings& privacy = setting.setting.privacy;
+      const bool same_view =
+          setting.setting.kind == view->kind && privacy.protect_layers() == view->layer &&
+          (view->kind == ViewKind::kPlaintext ||
+           (privacy.key_scope() == v1::KEY_SCOPE_SESSION && privacy.mixer() == v1::MIXER_SPHPS));
+      if (same_view) setting.attacks.push_back(attack);
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The settings, attacks and costs of an earlier run's privacy.json, and its question count.
 absl::StatusOr<std::pair<PrivacyEvalResult, int>> ReadPrivacyJson(const std::string& json_path) {
   std::ifstream file(json_path);
@@ -488,8 +548,20 @@ absl::StatusOr<std::pair<PrivacyEvalResult, int>> ReadPrivacyJson(const std::str
     SettingResult& setting = result.settings.emplace_back();
     SILO_ASSIGN_OR_RETURN(const std::string_view name, entry.GetString("name"));
     setting.setting.name = std::string(name);
-    setting.setting.kind =
-        setting.setting.name.starts_with("fedrag") ? ViewKind::kFedRag : ViewKind::kPlaintext;
+    const std::string& setting_name = setting.setting.name;
+    setting.setting.kind = setting_name.starts_with("fedrag") ? ViewKind::kFedRag
+                           : setting_name.starts_with("baseline permutation")
+                               ? ViewKind::kPermutation
+                           : setting_name.starts_with("baseline orthogonal") ? ViewKind::kOrthogonal
+                                                                             : ViewKind::kPlaintext;
+    // "fedrag <scope> <mixer> protect ...", as SweptSettings names them.
+    const std::vector<std::string> words = absl::StrSplit(setting.setting.name, ' ');
+    if (setting.setting.kind == ViewKind::kFedRag && words.size() >= 3) {
+      setting.setting.privacy.set_key_scope(words[1] == "session" ? v1::KEY_SCOPE_SESSION
+                                            : words[1] == "chunk" ? v1::KEY_SCOPE_CHUNK
+                                                                  : v1::KEY_SCOPE_BLOCK);
+      setting.setting.privacy.set_mixer(words[2] == "dense" ? v1::MIXER_DENSE : v1::MIXER_SPHPS);
+    }
     SILO_ASSIGN_OR_RETURN(const std::string_view mode, entry.GetString("protect_mode"));
     setting.protect_mode = std::string(mode);
     SILO_ASSIGN_OR_RETURN(const int64_t layer, entry.GetInt("layer"));
@@ -522,6 +594,14 @@ absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions
                                                         std::ostream& out) {
   SILO_ASSIGN_OR_RETURN(auto read, ReadPrivacyJson(json_path));
   auto& [result, n_questions] = read;
+  if (!options.inversion_results.empty()) {
+    for (SettingResult& setting : result.settings) {
+      std::erase_if(setting.attacks, [](const AttackResult& attack) {
+        return attack.attack == "learned-inversion";
+      });
+    }
+    SILO_RETURN_IF_ERROR(AddLearnedInversion(options.inversion_results, result));
+  }
   ChooseDefault(result);
   PrintTable(result, n_questions, out);
   SILO_RETURN_IF_ERROR(WriteReports(options, result, n_questions));
@@ -539,16 +619,13 @@ absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::s
     int64_t n = 0;
   };
   std::vector<View> views;
-  for (const uint32_t layer : {0u, 1u}) {
-    for (const ViewKind kind : {ViewKind::kPlaintext, ViewKind::kFedRag}) {
-      View& view = views.emplace_back();
-      view.name = StrCat(kind == ViewKind::kPlaintext ? "plaintext" : "fedrag-session-sphps",
-                         "-layer", layer);
-      view.setting.name = view.name;
-      view.setting.kind = kind;
-      view.setting.privacy =
-          Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, layer, v1::PROTECT_MODE_SKIP);
-    }
+  for (const InversionView& exported : kInversionViews) {
+    View& view = views.emplace_back();
+    view.name = exported.name;
+    view.setting.name = view.name;
+    view.setting.kind = exported.kind;
+    view.setting.privacy =
+        Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, exported.layer, v1::PROTECT_MODE_SKIP);
   }
   std::error_code error;
   fs::create_directories(dir, error);
@@ -647,6 +724,9 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
       return absl::InvalidArgumentError(StrCat("no setting's name contains '", options.only, "'"));
     }
   }
+  if (!options.inversion_results.empty()) {
+    SILO_RETURN_IF_ERROR(AddLearnedInversion(options.inversion_results, result));
+  }
   std::vector<int32_t> layers = {0};  // the owner's view is of layer 0
   for (const SettingResult& setting : result.settings) {
     const auto layer = static_cast<int32_t>(setting.setting.privacy.protect_layers());
@@ -678,11 +758,13 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
                                candidate.tokens = tokens;
                                for (int32_t kv_head = 0; kv_head < config.n_kv_heads; ++kv_head) {
                                  const int64_t at = shard.Offset(layers[l], kv_head, 0);
-                                 std::vector<float>& keys = candidate.keys.emplace_back(
-                                     static_cast<size_t>(shard.n_tokens) *
-                                     static_cast<size_t>(config.head_dim));
-                                 for (size_t i = 0; i < keys.size(); ++i) {
+                                 const size_t size = static_cast<size_t>(shard.n_tokens) *
+                                                     static_cast<size_t>(config.head_dim);
+                                 std::vector<float>& keys = candidate.keys.emplace_back(size);
+                                 std::vector<float>& values = candidate.values.emplace_back(size);
+                                 for (size_t i = 0; i < size; ++i) {
                                    keys[i] = HalfToFloat(shard.k[static_cast<size_t>(at) + i]);
+                                   values[i] = HalfToFloat(shard.v[static_cast<size_t>(at) + i]);
                                  }
                                }
                              }
@@ -740,6 +822,19 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
     attacker.table = &tables[0];
     const AttackResult owner_query = RunOwnerQueryMatching(plain0, attacker);
 
+    // The public text of the attacks that carry unmixed rows to tokens: the pool without this
+    // session's chunks, per layer.
+    std::vector<std::vector<const CandidateChunk*>> public_text(layers.size());
+    for (size_t l = 0; l < layers.size(); ++l) {
+      for (const CandidateChunk& chunk : chunk_pool[l]) {
+        if (std::find(states.chunk_tokens.begin(), states.chunk_tokens.end(), chunk.tokens) ==
+            states.chunk_tokens.end()) {
+          public_text[l].push_back(&chunk);
+        }
+      }
+    }
+    log << "  public text: " << public_text[0].size() << " of " << chunk_pool[0].size()
+        << " pool chunks (the session's left out)\n";
     for (size_t s = 0; s < result.settings.size(); ++s) {
       SettingResult& setting = result.settings[s];
       const auto layer = static_cast<int32_t>(setting.setting.privacy.protect_layers());
@@ -755,8 +850,10 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
       const absl::Time scored = absl::Now();
       Accumulate(RunVocabularyMatching(view, attacker), setting.attacks);
       Accumulate({RunLinearInvariantAttack(view, attacker, chunk_pool[layer_index]),
-                  RunBlockPairAttack(view, attacker, chunk_pool[layer_index]),
-                  RunWalshUnmixingAttack(view, attacker)},
+                  RunBlockPairAttack(view, attacker, chunk_pool[layer_index])},
+                 setting.attacks);
+      Accumulate(RunWalshUnmixingAttack(view, attacker), setting.attacks);
+      Accumulate({RunUnmixedValueDecoding(view, attacker, public_text[layer_index])},
                  setting.attacks);
       if (setting.protect_mode == "owner") Accumulate({owner_query}, setting.attacks);
       log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, other attacks %.1f s\n",

@@ -51,6 +51,10 @@ struct PrivacyEvalOptions {
   // When set, the utility and cost figures of each setting come from this earlier run's
   // privacy.json (they do not depend on the attacks) instead of being measured.
   std::string costs_from;
+  // When set, the learned inversion's figures (attack 5: eval/learned_inversion.py's
+  // inversion.json, trained on the GPU machine over ExportInversionData's sessions) join the
+  // report under the settings whose rows it was tested on.
+  std::string inversion_results;
   int cost_questions = 5;     // per setting, end to end
   int cost_tokens = 32;       // gold-answer tokens scored per question
   int embedding_pool = 2000;  // sentences in the embedding-inversion pool (FAQ questions first)

@@ -161,10 +161,10 @@ absl::StatusOr<ObservedLayer> ObserveLayer(const PlainSessionStates& states,
           const size_t at = static_cast<size_t>(row_begin) + static_cast<size_t>(row);
           key.row_token.push_back(tokens[at]);
           key.row_position.push_back(positions[at]);
-          key.truth_k.insert(
-              key.truth_k.end(),
-              k.begin() + static_cast<std::ptrdiff_t>(at * static_cast<size_t>(d)),
-              k.begin() + static_cast<std::ptrdiff_t>((at + 1) * static_cast<size_t>(d)));
+          const auto row_begin = static_cast<std::ptrdiff_t>(at * static_cast<size_t>(d));
+          const auto row_end = row_begin + d;
+          key.truth_k.insert(key.truth_k.end(), k.begin() + row_begin, k.begin() + row_end);
+          key.truth_v.insert(key.truth_v.end(), v.begin() + row_begin, v.begin() + row_end);
         }
         key.layout_positions = key.row_position;
         std::sort(key.layout_positions.begin(), key.layout_positions.end());

@@ -44,9 +44,9 @@ struct ObservedKey {
   std::vector<int32_t> layout_positions;  // the key's virtual positions, ascending (see below)
   std::vector<std::vector<float>> q;      // [step]: [query rows, dim] as received
   // Ground truth, for scoring only: token and position of each received row, and its plain
-  // K row (after RoPE) [n_rows, head_dim].
+  // K row (after RoPE) and V row, [n_rows, head_dim] each.
   std::vector<int32_t> row_token, row_position;
-  std::vector<float> truth_k;
+  std::vector<float> truth_k, truth_v;
 };
 
 // The attacker is granted the session's layout (which virtual positions each key's rows occupy,

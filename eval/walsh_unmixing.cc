@@ -32,7 +32,7 @@ std::vector<double> Standardized(const float* rows, size_t n, size_t d) {
   return x;
 }
 
-// XᵀX/n of standardized columns: their correlation matrix [d, d].
+// XᵀX/n [d, d]: the correlation matrix of standardized columns, the covariance of centred ones.
 std::vector<double> Correlation(const std::vector<double>& x, size_t n, size_t d) {
   std::vector<double> r(d * d, 0.0);
   for (size_t row = 0; row < n; ++row) {
@@ -48,6 +48,17 @@ std::vector<double> Correlation(const std::vector<double>& x, size_t n, size_t d
     }
   }
   return r;
+}
+
+// Mean |r| over the distinct pairs of a correlation matrix [d, d].
+double MeanOffDiagonalCorrelation(const std::vector<double>& correlation, size_t d) {
+  double sum = 0;
+  for (size_t a = 0; a < d; ++a) {
+    for (size_t b = 0; b < d; ++b) {
+      if (a != b) sum += std::abs(correlation[a * d + b]);
+    }
+  }
+  return sum / static_cast<double>(d * (d - 1));
 }
 
 // Mean over the columns of |E[x⁴]/E[x²]² − 3| (0 for a Gaussian).
@@ -139,19 +150,21 @@ double Quadratic(const std::vector<double>& r, size_t d, const std::vector<doubl
   return sum;
 }
 
-// The search of steps 2 and 3 from one e0: E[j][i] = σ_j·χ_i(label_j), E = `e` [d, d], and
-// its objective Σ_i (E_iᵀ·R·E_i)².
+// A labelling of the columns by GF(2)^log₂d and their signs σ: E[j][i] = σ_j·χ_i(label_j).
 struct Labelling {
-  std::vector<double> e;
-  double objective = -1;
+  std::vector<uint32_t> label;
+  std::vector<double> sigma;
+  std::vector<double> e;  // [d, d]
+  double objective = -1;  // Σ_i (E_iᵀ·R·E_i)²
 };
 
-Labelling SearchLabelling(const std::vector<double>& r, size_t d,
-                          const std::vector<std::vector<double>>& candidates, size_t first,
-                          const std::vector<double>& characters, int32_t max_sweeps) {
+// Step 2 from one e0: the labels the candidates give, the bits still tied in index order.
+Labelling InitialLabelling(const std::vector<std::vector<double>>& candidates, size_t first,
+                           size_t d) {
   const std::vector<double>& e0 = candidates[first];
   const int bits = std::countr_zero(d);
-  std::vector<uint32_t> label(d, 0);
+  Labelling labelling{.label = std::vector<uint32_t>(d, 0), .sigma = e0, .e = {}};
+  std::vector<uint32_t>& label = labelling.label;
   int known = 0;
   for (const std::vector<double>& candidate : candidates) {
     if (known == bits) break;
@@ -167,12 +180,18 @@ Labelling SearchLabelling(const std::vector<double>& r, size_t d,
       ++known;
     }
   }
-  // Columns still sharing a label get the remaining bits in index order.
   std::vector<uint32_t> next(size_t{1} << known, 0);
   for (size_t j = 0; j < d; ++j) label[j] |= next[label[j] & ((1u << known) - 1)]++ << known;
+  return labelling;
+}
 
-  std::vector<double> sigma = e0;
-  std::vector<double> e(d * d);
+// Step 3: swaps of two columns' labels and sign flips while the objective grows.
+void LocalSearch(const std::vector<double>& r, size_t d, const std::vector<double>& characters,
+                 int32_t max_sweeps, Labelling& labelling) {
+  std::vector<uint32_t>& label = labelling.label;
+  std::vector<double>& sigma = labelling.sigma;
+  std::vector<double>& e = labelling.e;
+  e.assign(d * d, 0.0);
   for (size_t j = 0; j < d; ++j) {
     for (size_t i = 0; i < d; ++i) e[j * d + i] = sigma[j] * characters[label[j] * d + i];
   }
@@ -187,7 +206,8 @@ Labelling SearchLabelling(const std::vector<double>& r, size_t d,
   for (size_t a = 0; a < d; ++a) {
     for (size_t i = 0; i < d; ++i) diagonal[i] += e[a * d + i] * g[a * d + i];
   }
-  double objective = 0;
+  double& objective = labelling.objective;
+  objective = 0;
   for (const double value : diagonal) objective += value * value;
 
   std::vector<double> delta_j(d), delta_k(d), updated(d);
@@ -239,7 +259,29 @@ Labelling SearchLabelling(const std::vector<double>& r, size_t d,
     }
     if (!improved) break;
   }
-  return Labelling{.e = std::move(e), .objective = objective};
+}
+
+// Iterated local search: kicks the best labelling by a few random swaps and sign flips and
+// searches again, keeping what is better; escapes the optima single moves cannot leave.
+Labelling SearchLabelling(const std::vector<double>& r, size_t d,
+                          const std::vector<double>& characters,
+                          const WalshUnmixingOptions& options, Labelling start,
+                          std::mt19937_64& rng) {
+  LocalSearch(r, d, characters, options.max_sweeps, start);
+  Labelling best = std::move(start);
+  for (int32_t kick = 0; kick < options.kicks; ++kick) {
+    Labelling kicked = best;
+    const int moves = 2 + static_cast<int>(rng() % 4);
+    for (int m = 0; m < moves; ++m) {
+      const size_t j = rng() % d;
+      const size_t k = rng() % d;
+      std::swap(kicked.label[j], kicked.label[k]);
+      if ((rng() & 1) != 0) kicked.sigma[j] = -kicked.sigma[j];
+    }
+    LocalSearch(r, d, characters, options.max_sweeps, kicked);
+    if (kicked.objective > best.objective * (1 + 1e-12)) best = std::move(kicked);
+  }
+  return best;
 }
 
 }  // namespace
@@ -292,12 +334,14 @@ WalshUnmixing UndoWalshMixing(const float* rows, int32_t n, int32_t d,
   Labelling best;
   const size_t tries = std::min(candidates.size(), static_cast<size_t>(std::max(1, options.tries)));
   for (size_t first = 0; first < tries; ++first) {
-    Labelling labelling =
-        SearchLabelling(r, width, candidates, first, characters, options.max_sweeps);
+    Labelling labelling = SearchLabelling(r, width, characters, options,
+                                          InitialLabelling(candidates, first, width), rng);
     if (labelling.objective > best.objective) best = std::move(labelling);
   }
 
-  // Y = X·E/√d against the rows as given: the less Gaussian (mixing sums columns) wins.
+  // Y = X·E/√d against the rows as given. The search always removes some correlation, so Y
+  // wins only when it leaves clearly less (Walsh structure was there to undo) and is less
+  // Gaussian than the rows (mixing sums columns, which makes them more Gaussian).
   result.rows.resize(rows_n * width);
   const double norm = 1 / std::sqrt(static_cast<double>(width));
   std::vector<double> y(rows_n * width);
@@ -310,8 +354,18 @@ WalshUnmixing UndoWalshMixing(const float* rows, int32_t n, int32_t d,
   }
   const double unmixed = MeanAbsoluteExcessKurtosis(y, rows_n, width);
   const double as_given = MeanAbsoluteExcessKurtosis(x, rows_n, width);
-  result.unmixed_as_given = as_given >= unmixed;
-  result.non_gaussianity = std::max(as_given, unmixed);
+  std::vector<double> y_correlation = Correlation(y, rows_n, width);  // Y is centred
+  for (size_t a = 0; a < width; ++a) {
+    for (size_t b = 0; b < width; ++b) {
+      if (a == b) continue;
+      const double scale = std::sqrt(y_correlation[a * width + a] * y_correlation[b * width + b]);
+      y_correlation[a * width + b] = scale > 0 ? y_correlation[a * width + b] / scale : 0.0;
+    }
+  }
+  const bool less_correlated = MeanOffDiagonalCorrelation(y_correlation, width) <
+                               options.correlation_ratio * MeanOffDiagonalCorrelation(r, width);
+  result.unmixed_as_given = !less_correlated || as_given >= unmixed;
+  result.non_gaussianity = result.unmixed_as_given ? as_given : unmixed;
   const std::vector<double>& chosen = result.unmixed_as_given ? x : y;
   for (size_t i = 0; i < chosen.size(); ++i) result.rows[i] = static_cast<float>(chosen[i]);
   return result;

@@ -15,11 +15,14 @@
 //   3. labels the columns still tied arbitrarily and improves the labelling and σ by swaps
 //      and sign flips, maximizing Σ_i (e_iᵀ·R·e_i)² over the d transformed columns (with a
 //      fixed Frobenius norm, that is the least correlation left between them);
-//   4. keeps, over `tries` choices of e0, the best; the rows K′·diag(1/std)·E/√d are then K up
+//   4. kicks the best labelling `kicks` times (a few random swaps and flips) and searches
+//      again, keeping improvements (single moves cannot leave some wrong labellings);
+//   5. keeps, over `tries` choices of e0, the best; the rows K′·diag(1/std)·E/√d are then K up
 //      to a signed scaling and permutation of its columns when the attack succeeds.
 // It also weighs the hypothesis that the rows are not mixed at all (plaintext, permutation
-// only) and keeps whichever result is less Gaussian (mean |excess kurtosis| of the columns):
-// a mix sums many columns, which makes them more Gaussian.
+// only): the unmixed rows win only when they leave clearly less correlation between columns
+// than the rows as given and are less Gaussian (mean |excess kurtosis|; a mix sums many
+// columns, which makes them more Gaussian).
 //
 // Keys must have more rows than columns, and the width must be a power of two (sphps pads to
 // one). Real keys' columns are correlated (layer 0 strongly, deeper layers less), which is what
@@ -38,6 +41,10 @@ struct WalshUnmixingOptions {
   int32_t random_starts = 64;  // random sign vectors climbed beside the eigenvectors
   int32_t tries = 8;           // candidates tried as e0
   int32_t max_sweeps = 30;     // of the swap-and-flip search
+  int32_t kicks = 40;          // random perturbations of the best labelling, searched again
+  // The unmixed rows replace the rows as given only when their mean |correlation| is below
+  // this share of the rows' own (and they are less Gaussian).
+  double correlation_ratio = 0.7;
   uint64_t seed = 1;
 };
 

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <random>
 #include <vector>
@@ -61,7 +62,8 @@ std::vector<float> Scrambled(const std::vector<float>& rows, Mixer mixer, uint8_
 }
 
 // The search stops in local optima on some keys (a labelling wrong by a nonlinear map of
-// GF(2)^6), so the attack is scored by how many keys of ten it undoes: six with this code.
+// GF(2)^6) even after its kicks, so the attack is scored by how many keys of ten it undoes:
+// nine with this code.
 TEST(WalshUnmixingTest, UndoesTheSphpsMixerOfMostKeysOfIndependentColumns) {
   int undone = 0;
   for (const uint8_t seed : {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}) {
@@ -79,7 +81,8 @@ TEST(WalshUnmixingTest, UndoesTheSphpsMixerOfMostKeysOfIndependentColumns) {
     EXPECT_GE(matched, 8) << "seed " << int{seed};
     if (matched == kDim) ++undone;
   }
-  EXPECT_GE(undone, 5);
+  std::printf("sphps undone on %d of 10 keys\n", undone);
+  EXPECT_GE(undone, 8);
 }
 
 TEST(WalshUnmixingTest, DoesNotUndoADenseOrthogonalMixer) {
