@@ -662,6 +662,45 @@ std::vector<float> RowFeatures(const std::vector<float>& rows, size_t d, bool so
   return features;
 }
 
+// Value rows of public text for one KV head, each column standardized (mean and inverse_std
+// kept to standardize other rows alike), with both kinds of RowFeatures and their tokens.
+struct PublicValues {
+  std::vector<float> rows, sorted, whole;
+  std::vector<int32_t> tokens;
+  std::vector<double> mean, inverse_std;
+};
+
+// [kv_head] from `reference` chunks with rows of width d.
+std::vector<PublicValues> PublicValuesByHead(const std::vector<const CandidateChunk*>& reference,
+                                             size_t d) {
+  const size_t n_kv_heads = reference.empty() ? 0 : reference.front()->values.size();
+  std::vector<PublicValues> references(n_kv_heads);
+  for (size_t h = 0; h < n_kv_heads; ++h) {
+    PublicValues& ref = references[h];
+    for (const CandidateChunk* chunk : reference) {
+      if (chunk->values.size() != n_kv_heads ||
+          chunk->values[h].size() != chunk->tokens.size() * d) {
+        continue;
+      }
+      ref.rows.insert(ref.rows.end(), chunk->values[h].begin(), chunk->values[h].end());
+      ref.tokens.insert(ref.tokens.end(), chunk->tokens.begin(), chunk->tokens.end());
+    }
+    ref.mean.assign(d, 0.0);
+    ref.inverse_std.assign(d, 0.0);
+    const double n_rows = static_cast<double>(ref.tokens.size());
+    for (size_t i = 0; i < ref.rows.size(); ++i) ref.mean[i % d] += ref.rows[i] / n_rows;
+    for (size_t i = 0; i < ref.rows.size(); ++i) {
+      const double centred = ref.rows[i] - ref.mean[i % d];
+      ref.inverse_std[i % d] += centred * centred / n_rows;
+    }
+    for (double& value : ref.inverse_std) value = value > 0 ? 1 / std::sqrt(value) : 0.0;
+    StandardizeColumns(ref.rows, d, ref.mean, ref.inverse_std);
+    ref.sorted = RowFeatures(ref.rows, d, true);
+    ref.whole = RowFeatures(ref.rows, d, false);
+  }
+  return references;
+}
+
 }  // namespace
 
 AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKnowledge& attacker,
@@ -678,39 +717,12 @@ AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKn
     return result;
   }
   const auto d = static_cast<size_t>(view.keys.front().dim);
-  const size_t n_kv_heads = reference.front()->values.size();
-  // Per KV head: the reference rows standardized, their two kinds of features and tokens.
-  struct Reference {
-    std::vector<float> rows, sorted, whole;
-    std::vector<int32_t> tokens;
-  };
-  std::vector<Reference> references(n_kv_heads);
-  for (size_t h = 0; h < n_kv_heads; ++h) {
-    Reference& ref = references[h];
-    for (const CandidateChunk* chunk : reference) {
-      if (chunk->values.size() != n_kv_heads ||
-          chunk->values[h].size() != chunk->tokens.size() * d) {
-        continue;
-      }
-      ref.rows.insert(ref.rows.end(), chunk->values[h].begin(), chunk->values[h].end());
-      ref.tokens.insert(ref.tokens.end(), chunk->tokens.begin(), chunk->tokens.end());
-    }
-    std::vector<double> mean(d, 0.0), inverse_std(d, 0.0);
-    const double n_rows = static_cast<double>(ref.tokens.size());
-    for (size_t i = 0; i < ref.rows.size(); ++i) mean[i % d] += ref.rows[i] / n_rows;
-    for (size_t i = 0; i < ref.rows.size(); ++i) {
-      const double centred = ref.rows[i] - mean[i % d];
-      inverse_std[i % d] += centred * centred / n_rows;
-    }
-    for (double& value : inverse_std) value = value > 0 ? 1 / std::sqrt(value) : 0.0;
-    StandardizeColumns(ref.rows, d, mean, inverse_std);
-    ref.sorted = RowFeatures(ref.rows, d, true);
-    ref.whole = RowFeatures(ref.rows, d, false);
-  }
+  const std::vector<PublicValues> references = PublicValuesByHead(reference, d);
+  const size_t n_kv_heads = references.size();
   engine::ThreadPool& pool = *attacker.pool;
   for (const ObservedKey& key : view.keys) {
     const auto n = static_cast<size_t>(key.n_rows);
-    const Reference& ref = references[static_cast<size_t>(key.kv_head) % n_kv_heads];
+    const PublicValues& ref = references[static_cast<size_t>(key.kv_head) % n_kv_heads];
     const auto n_ref = static_cast<int64_t>(ref.tokens.size());
     const WalshUnmixing unmixing =
         key.dim == static_cast<int32_t>(d) && n_ref > 0
@@ -773,6 +785,79 @@ AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKn
     });
     for (size_t r = 0; r < n; ++r) guesses[r].Score(key.row_token[r], result.recovered);
   }
+  return result;
+}
+
+AttackResult RunQuerierPartialAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                     const std::vector<const CandidateChunk*>& reference) {
+  AttackResult result{.attack = "querier-partials",
+                      .target = "most-attended chunk tokens",
+                      .recovered = {},
+                      .chance = {}};
+  if (view.keys.empty()) return result;
+  const ObservedKey& first = view.keys.front();
+  const size_t d = first.n_rows > 0 ? first.truth_v.size() / static_cast<size_t>(first.n_rows) : 0;
+  const std::vector<PublicValues> references = PublicValuesByHead(reference, d);
+  std::vector<int32_t> truth_all;
+  for (const ObservedKey& key : view.keys) {
+    const auto n = static_cast<size_t>(key.n_rows);
+    const auto dim = static_cast<size_t>(key.dim);
+    if (n == 0 || key.truth_v.size() != n * d) continue;
+    // What the querier recovers per query row: o = softmax(q′·K′ᵀ·scale)·V (exact), and the
+    // truth: the token of the row with the largest weight.
+    std::vector<float> partials;
+    std::vector<int32_t> truth;
+    std::vector<double> weights(n);
+    for (const std::vector<float>& rows : key.q) {
+      for (size_t at = 0; at + dim <= rows.size(); at += dim) {
+        double most = -1e300;
+        size_t argmax = 0;
+        for (size_t j = 0; j < n; ++j) {
+          double score = 0;
+          for (size_t c = 0; c < dim; ++c) score += double{rows[at + c]} * key.k[j * dim + c];
+          weights[j] = score * view.scale;
+          if (weights[j] > most) {
+            most = weights[j];
+            argmax = j;
+          }
+        }
+        double sum = 0;
+        for (double& w : weights) sum += (w = std::exp(w - most));
+        std::vector<float> o(d, 0.0f);
+        for (size_t j = 0; j < n; ++j) {
+          const auto w = static_cast<float>(weights[j] / sum);
+          for (size_t c = 0; c < d; ++c) o[c] += w * key.truth_v[j * d + c];
+        }
+        partials.insert(partials.end(), o.begin(), o.end());
+        truth.push_back(key.row_token[argmax]);
+      }
+    }
+    truth_all.insert(truth_all.end(), truth.begin(), truth.end());
+    const auto h = static_cast<size_t>(key.kv_head);
+    if (h >= references.size() || references[h].tokens.empty()) {
+      result.recovered.n += static_cast<int64_t>(truth.size());  // no guess
+      continue;
+    }
+    // The attacker: each partial, standardized like the public rows, named by its nearest.
+    const PublicValues& ref = references[h];
+    StandardizeColumns(partials, d, ref.mean, ref.inverse_std);
+    const std::vector<float> features = RowFeatures(partials, d, false);
+    const auto n_ref = static_cast<int64_t>(ref.tokens.size());
+    const auto m = static_cast<int64_t>(truth.size());
+    std::vector<float> similarity(truth.size() * static_cast<size_t>(n_ref));
+    Products(ref.whole, n_ref, static_cast<int64_t>(d), features.data(), m, similarity.data(),
+             *attacker.pool);
+    std::vector<Guesses> guesses(truth.size());
+    attacker.pool->ParallelFor(m, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        const float* row = &similarity[static_cast<size_t>(r) * static_cast<size_t>(n_ref)];
+        Guesses& g = guesses[static_cast<size_t>(r)];
+        for (int64_t i = 0; i < n_ref; ++i) g.Offer(ref.tokens[static_cast<size_t>(i)], -row[i]);
+      }
+    });
+    for (size_t r = 0; r < truth.size(); ++r) guesses[r].Score(truth[r], result.recovered);
+  }
+  result.chance = ChanceOf(truth_all, attacker.anchors);
   return result;
 }
 

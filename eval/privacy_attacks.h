@@ -55,6 +55,11 @@
 //                    order and signs of the columns), then, with the columns put back in order
 //                    and sign by their correlation with the matched reference rows, by the
 //                    whole row (cosine); the five nearest distinct tokens are the guesses.
+//   querier-partials What the querier receives per owner and key: partials (m, l, o), sums
+//                    over all the key's rows, o = Σ softmax(q·kᵀ)·v. Each o, standardized like
+//                    the public value rows above, against them (cosine); it counts when it names
+//                    the token of the row the query attends to most (finer keys, e.g. block
+//                    scope, give the querier sharper partials).
 //   owner-query      What an owner sees with protect_mode OWNER: the querier's plain query rows
 //                    of the protected layers. Each row, rotated back to its position, against
 //                    every vocabulary token's query at that layer (nearest neighbour).
@@ -141,6 +146,12 @@ std::vector<AttackResult> RunWalshUnmixingAttack(const ObservedLayer& view,
 // Attack 3 carried to tokens on every key's V′ rows, against `reference`: chunks of public
 // text the attacker prefilled itself with the open weights (none of the attacked ones).
 AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKnowledge& attacker,
+                                     const std::vector<const CandidateChunk*>& reference);
+
+// The querier's attack on the partials it receives: for every key and every query row of the
+// view's steps, o = Σ softmax(q·kᵀ)·v over the key's rows (exactly what it recovers), named by
+// its nearest public value row; the truth is the token of the row with the largest weight.
+AttackResult RunQuerierPartialAttack(const ObservedLayer& view, const AttackerKnowledge& attacker,
                                      const std::vector<const CandidateChunk*>& reference);
 
 // The owner's attack on plain query rows; `plain_view` is a kPlaintext view of a protected

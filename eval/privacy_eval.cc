@@ -687,7 +687,9 @@ absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::s
 }
 
 bool IsControlledByPrivacySettings(const AttackResult& attack) {
-  return attack.attack != "embedding-inversion";
+  // The querier receives partials under every setting (FedRAG needs them); scope only changes
+  // how many rows each sums.
+  return attack.attack != "embedding-inversion" && attack.attack != "querier-partials";
 }
 
 bool NeedsDocumentPool(const AttackResult& attack) {
@@ -855,6 +857,10 @@ absl::StatusOr<PrivacyEvalResult> RunPrivacyEval(const PrivacyEvalOptions& optio
       Accumulate(RunWalshUnmixingAttack(view, attacker), setting.attacks);
       Accumulate({RunUnmixedValueDecoding(view, attacker, public_text[layer_index])},
                  setting.attacks);
+      if (setting.setting.kind == ViewKind::kFedRag) {
+        Accumulate({RunQuerierPartialAttack(view, attacker, public_text[layer_index])},
+                   setting.attacks);
+      }
       if (setting.protect_mode == "owner") Accumulate({owner_query}, setting.attacks);
       log << absl::StrFormat("  %s: view %.1f s, exact-scores %.1f s, other attacks %.1f s\n",
                              setting.setting.name, absl::ToDoubleSeconds(observed - start),

@@ -9,8 +9,8 @@
 //              (owner-query); with every mode, the question's retrieval embedding
 //              (embedding-inversion: nearest neighbour over a pool of sentences, the FAQ's
 //              questions among them, with the open embedder);
-//   querier    receives partials (m, l, o) per owner and key: sums over a whole chunk, no row
-//              of it (not attacked here);
+//   querier    receives partials (m, l, o) per owner and key: sums over all the key's rows
+//              (querier-partials: each o against public value rows);
 //   coordinator sees node ids, settings and the question text of the operator's request (it
 //              is the user-facing endpoint; it never receives keys, documents or KV).
 // With `measure_cost`, every FedRAG setting is also run end to end over a LocalFederation
@@ -92,8 +92,8 @@ absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions
 absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::string& dir,
                                  int n_questions, std::ostream& log);
 
-// False for attacks on what no privacy knob changes (the retrieval embedding every owner
-// receives); the default is chosen over the others.
+// False for attacks on what no privacy knob removes (the retrieval embedding every owner
+// receives, the partials the querier receives); the default is chosen over the others.
 bool IsControlledByPrivacySettings(const AttackResult& attack);
 // True for attacks that need a pool of candidate documents holding the attacked chunks
 // (linear-invariants, block-pairs); the others need the open weights only.

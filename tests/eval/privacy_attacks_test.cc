@@ -1,5 +1,6 @@
 #include "eval/privacy_attacks.h"
 
+#include <cmath>
 #include <cstdint>
 #include <random>
 #include <vector>
@@ -103,6 +104,34 @@ TEST(UnmixedValueDecodingTest, NeedsPublicText) {
   const AttackResult result = RunUnmixedValueDecoding(fixture.view, fixture.attacker, {});
   EXPECT_EQ(result.recovered.n, 300);
   EXPECT_EQ(result.recovered.top5, 0);
+}
+
+TEST(QuerierPartialAttackTest, NamesTheTokenAPeakedQueryAttendsTo) {
+  Fixture fixture(300, {});
+  ObservedKey& key = fixture.view.keys.front();
+  fixture.view.scale = 1;
+  // Unit keys; each query row is 12× one of them, so the softmax puts almost all weight there.
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  key.k.resize(static_cast<size_t>(key.n_rows) * kDim);
+  for (size_t r = 0; r < static_cast<size_t>(key.n_rows); ++r) {
+    float norm = 0;
+    for (size_t c = 0; c < kDim; ++c)
+      norm += std::pow(key.k[r * kDim + c] = normal(fixture.rng), 2.0f);
+    for (size_t c = 0; c < kDim; ++c) key.k[r * kDim + c] /= std::sqrt(norm);
+  }
+  key.truth_v = key.v;
+  std::vector<float>& rows = key.q.emplace_back();
+  for (size_t r = 0; r < 40; ++r) {
+    const size_t target = (r * 7) % static_cast<size_t>(key.n_rows);
+    for (size_t c = 0; c < kDim; ++c) rows.push_back(12 * key.k[target * kDim + c]);
+  }
+  std::vector<const CandidateChunk*> reference;
+  for (const CandidateChunk& chunk : fixture.public_chunks) reference.push_back(&chunk);
+  const AttackResult result = RunQuerierPartialAttack(fixture.view, fixture.attacker, reference);
+  EXPECT_EQ(result.attack, "querier-partials");
+  EXPECT_EQ(result.recovered.n, 40);
+  EXPECT_GE(result.recovered.top1, 36);
+  EXPECT_EQ(result.chance.n, 40);
 }
 
 }  // namespace
