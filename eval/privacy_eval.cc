@@ -474,6 +474,15 @@ absl::Status MeasurePrivacyCost(const PrivacyEvalOptions& options,
 
 }  // namespace
 
+// NotFound, or ParseJson's error.
+absl::StatusOr<JsonValue> ReadJsonFile(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) return absl::NotFoundError(StrCat("cannot read ", path));
+  std::stringstream text;
+  text << file.rdbuf();
+  return ParseJson(text.str());
+}
+
 // The views ExportInversionData writes: session scope and sphps for FedRAG.
 struct InversionView {
   const char* name;
@@ -492,11 +501,7 @@ constexpr std::array<InversionView, 4> kInversionViews = {{
 // baseline of that layer, or FedRAG with session scope and sphps exposing that layer (skip or
 // owner). NotFound, or InvalidArgument for a file that is not such a result.
 absl::Status AddLearnedInversion(const std::string& json_path, PrivacyEvalResult& result) {
-  std::ifstream file(json_path);
-  if (!file) return absl::NotFoundError(StrCat("cannot read ", json_path));
-  std::stringstream text;
-  text << file.rdbuf();
-  SILO_ASSIGN_OR_RETURN(const JsonValue json, ParseJson(text.str()));
+  SILO_ASSIGN_OR_RETURN(const JsonValue json, ReadJsonFile(json_path));
   SILO_ASSIGN_OR_RETURN(const JsonValue* results, json.Get("results"));
   SILO_ASSIGN_OR_RETURN(const JsonValue::Array* list, results->AsArray());
   for (const JsonValue& entry : *list) {
@@ -535,11 +540,7 @@ absl::Status AddLearnedInversion(const std::string& json_path, PrivacyEvalResult
 
 // The settings, attacks and costs of an earlier run's privacy.json, and its question count.
 absl::StatusOr<std::pair<PrivacyEvalResult, int>> ReadPrivacyJson(const std::string& json_path) {
-  std::ifstream file(json_path);
-  if (!file) return absl::NotFoundError(StrCat("cannot read ", json_path));
-  std::stringstream text;
-  text << file.rdbuf();
-  SILO_ASSIGN_OR_RETURN(const JsonValue json, ParseJson(text.str()));
+  SILO_ASSIGN_OR_RETURN(const JsonValue json, ReadJsonFile(json_path));
   SILO_ASSIGN_OR_RETURN(const int64_t n_questions, json.GetInt("questions"));
   SILO_ASSIGN_OR_RETURN(const JsonValue* settings, json.Get("settings"));
   SILO_ASSIGN_OR_RETURN(const JsonValue::Array* list, settings->AsArray());
