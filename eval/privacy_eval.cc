@@ -483,23 +483,40 @@ absl::StatusOr<JsonValue> ReadJsonFile(const std::string& path) {
   return ParseJson(text.str());
 }
 
-// The views ExportInversionData writes: session scope and sphps for FedRAG.
+// The views ExportInversionData writes: session scope for FedRAG.
 struct InversionView {
   const char* name;
   ViewKind kind;
   uint32_t layer;
+  v1::Mixer mixer;  // FedRAG's
 };
-constexpr std::array<InversionView, 4> kInversionViews = {{
-    {.name = "plaintext-layer0", .kind = ViewKind::kPlaintext, .layer = 0},
-    {.name = "fedrag-session-sphps-layer0", .kind = ViewKind::kFedRag, .layer = 0},
-    {.name = "plaintext-layer1", .kind = ViewKind::kPlaintext, .layer = 1},
-    {.name = "fedrag-session-sphps-layer1", .kind = ViewKind::kFedRag, .layer = 1},
+constexpr std::array<InversionView, 5> kInversionViews = {{
+    {.name = "plaintext-layer0",
+     .kind = ViewKind::kPlaintext,
+     .layer = 0,
+     .mixer = v1::MIXER_SPHPS},
+    {.name = "fedrag-session-sphps-layer0",
+     .kind = ViewKind::kFedRag,
+     .layer = 0,
+     .mixer = v1::MIXER_SPHPS},
+    {.name = "plaintext-layer1",
+     .kind = ViewKind::kPlaintext,
+     .layer = 1,
+     .mixer = v1::MIXER_SPHPS},
+    {.name = "fedrag-session-sphps-layer1",
+     .kind = ViewKind::kFedRag,
+     .layer = 1,
+     .mixer = v1::MIXER_SPHPS},
+    {.name = "fedrag-session-dense-layer1",
+     .kind = ViewKind::kFedRag,
+     .layer = 1,
+     .mixer = v1::MIXER_DENSE},
 }};
 
 // Adds the learned inversion's figures (eval/learned_inversion.py's inversion.json) to the
 // settings whose compute node receives the rows of a view it was tested on: the plaintext
-// baseline of that layer, or FedRAG with session scope and sphps exposing that layer (skip or
-// owner). NotFound, or InvalidArgument for a file that is not such a result.
+// baseline of that layer, or FedRAG with session scope and the view's mixer exposing that layer
+// (skip or owner). NotFound, or InvalidArgument for a file that is not such a result.
 absl::Status AddLearnedInversion(const std::string& json_path, PrivacyEvalResult& result) {
   SILO_ASSIGN_OR_RETURN(const JsonValue json, ReadJsonFile(json_path));
   SILO_ASSIGN_OR_RETURN(const JsonValue* results, json.Get("results"));
@@ -531,7 +548,7 @@ absl::Status AddLearnedInversion(const std::string& json_path, PrivacyEvalResult
       const bool same_view =
           setting.setting.kind == view->kind && privacy.protect_layers() == view->layer &&
           (view->kind == ViewKind::kPlaintext ||
-           (privacy.key_scope() == v1::KEY_SCOPE_SESSION && privacy.mixer() == v1::MIXER_SPHPS));
+           (privacy.key_scope() == v1::KEY_SCOPE_SESSION && privacy.mixer() == view->mixer));
       if (same_view) setting.attacks.push_back(attack);
     }
   }
@@ -626,7 +643,7 @@ absl::Status ExportInversionData(const PrivacyEvalOptions& options, const std::s
     view.setting.name = view.name;
     view.setting.kind = exported.kind;
     view.setting.privacy =
-        Privacy(v1::KEY_SCOPE_SESSION, v1::MIXER_SPHPS, exported.layer, v1::PROTECT_MODE_SKIP);
+        Privacy(v1::KEY_SCOPE_SESSION, exported.mixer, exported.layer, v1::PROTECT_MODE_SKIP);
   }
   std::error_code error;
   fs::create_directories(dir, error);

@@ -84,8 +84,9 @@ absl::StatusOr<PrivacyEvalResult> RewritePrivacyReports(const PrivacyEvalOptions
 
 // Training data of attack 5 (learned inversion, DESIGN.md §6), which eval/learned_inversion.py
 // trains on the GPU machine: for `n_questions` sessions (FAQ questions, top_k chunks), every
-// chunk row the compute node receives under four views: plaintext and FedRAG (session scope,
-// sphps) at layer 0 and at layer 1 (the first layer the default delegates). Per view, under
+// chunk row the compute node receives under five views: plaintext and FedRAG (session scope,
+// sphps) at layer 0 and at layer 1 (the first layer the default delegates), and FedRAG with the
+// dense mixer (the default's) at layer 1. Per view, under
 // `dir`: <view>.rows.f16 [n, 2·dim] (K′ row, V′ row), <view>.leverage.f32 [n] (the row's
 // leverage in its key, which no Φ changes), <view>.label.i32 [n] (true token) and
 // <view>.session.i32 [n] (question index); meta.json describes them.
