@@ -3,8 +3,8 @@
 receives to their tokens, across many sessions and keys. Runs on the GPU machine (PyTorch) over
 the data that `silo-eval privacy-export` writes.
 
-For each exported view (plaintext and FedRAG, at layer 0 and layer 1) it trains a classifier on
-the rows of the first sessions and tests it on the rows of held-out sessions, whose scramblers
+For each view listed in DATA_DIR/meta.json (plaintext and FedRAG with sphps at layers 0 and 1,
+FedRAG with the dense mixer at layer 1) it trains a classifier on the rows of the first sessions and tests it on the rows of held-out sessions, whose scramblers
 (FedRAG: fresh Φ, Ψ and Π per session) it has never seen. Input per row: the K′ row and the V′
 row, each scaled to unit length (FedRAG's scales are secret), and the row's leverage in its key
 (which no Φ changes). Output: a distribution over the whole vocabulary.
