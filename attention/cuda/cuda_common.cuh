@@ -69,6 +69,18 @@ __device__ __forceinline__ float WarpSum(float x) {
   return x;
 }
 
+// Copies 16 bytes of keys or values from global to shared memory asynchronously (cp.async,
+// completed by the __pipeline_* calls), past L1 and marked first to evict from L2: a step reads
+// them once. On the H200 this made the n_kv 4096 decode step 10% faster than the plain
+// __pipeline_memcpy_async and changed 32768 by under 1%.
+__device__ __forceinline__ void StreamToShared16(void* shared, const void* global) {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;\n" : "=l"(policy));
+  asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2;\n" ::"r"(
+                   static_cast<uint32_t>(__cvta_generic_to_shared(shared))),
+               "l"(global), "l"(policy));
+}
+
 // Where a split kernel's block writes its partial, and how its rows map to heads.
 struct SplitOutput {
   float* o;            // [n_splits, total_rows, head_dim]

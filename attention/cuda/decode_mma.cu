@@ -165,7 +165,7 @@ __global__ void __launch_bounds__(kThreads, 2) MmaDecodeKernel(MmaParams p) {
         for (int i = 0; i < L::kKChunks; ++i) {
           uint4* to = entry(slot, half * L::kKChunks + i);
           if (key < n) {
-            __pipeline_memcpy_async(to, k_base + key * kv_stride + (t + 4 * i) * 8, 16);
+            StreamToShared16(to, k_base + key * kv_stride + (t + 4 * i) * 8);
           } else {
             *to = make_uint4(0, 0, 0, 0);
           }
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, 2) MmaDecodeKernel(MmaParams p) {
         for (int c = 0; c < L::kVChunks; ++c) {
           uint4* to = entry(slot, 2 * L::kKChunks + kk * L::kVChunks + c);
           if (key < n) {
-            __pipeline_memcpy_async(to, v_base + key * kv_stride + (c * 8 + g) * 8, 16);
+            StreamToShared16(to, v_base + key * kv_stride + (c * 8 + g) * 8);
           } else {
             *to = make_uint4(0, 0, 0, 0);  // a zero weight times stale bits could be NaN
           }

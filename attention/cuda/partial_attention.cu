@@ -164,10 +164,10 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
         for (int t = 0; t < L::kChunksPerLane; ++t) {
           const int c = sub_lane + t * L::kLanes;
           if (c >= L::kChunks) continue;
-          __pipeline_memcpy_async(stage_row(slot, u, 0) + c * L::kVec,
-                                  k_base + j * kv_stride + c * L::kVec, 16);
-          __pipeline_memcpy_async(stage_row(slot, u, 1) + c * L::kVec,
-                                  v_base + j * kv_stride + c * L::kVec, 16);
+          StreamToShared16(stage_row(slot, u, 0) + c * L::kVec,
+                           k_base + j * kv_stride + c * L::kVec);
+          StreamToShared16(stage_row(slot, u, 1) + c * L::kVec,
+                           v_base + j * kv_stride + c * L::kVec);
         }
       }
     }
