@@ -21,14 +21,12 @@
 #include <vector>
 
 #include "common/strings.h"
-#include "crypto/mtls.h"
 #include "engine/document_streams.h"
 #include "engine/rag_prompt.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
 #include "gmock/gmock.h"
 #include "grpcpp/client_context.h"
-#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "node/dragon_aggregation.h"
 #include "node/dragon_side.h"
@@ -38,6 +36,7 @@
 #include "silo/v1/node.grpc.pb.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/dev_certs.h"
+#include "tests/testing/federation_processes.h"
 #include "tests/testing/models.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -58,14 +57,6 @@ const std::vector<std::string> kQuestions = {
     "How do I make a Python script executable on Unix?",
     "Which Python version does my laptop use, and how was it installed?",
     "How do I copy an object in Python?",
-};
-
-struct Answer {
-  grpc::Status status;
-  std::vector<int32_t> tokens;
-  std::string text;
-  v1::QueryDone done;
-  v1::Placement placement;
 };
 
 class DragonEndToEndTest : public ::testing::Test {
@@ -119,43 +110,27 @@ class DragonEndToEndTest : public ::testing::Test {
 
   // Starts a node; its address from the log.
   std::unique_ptr<ChildProcess> StartNode(const std::string& id, std::string* address) {
-    auto node =
-        Start({SILO_NODE_BINARY, "serve", "--config", (dir_.path() / (id + ".yaml")).string()},
-              StrCat(id, "-", ++starts_, ".log"));
-    absl::StatusOr<std::string> line =
-        node->WaitForLine(StrCat("serving ", id, " on"), kStartTimeout);
-    EXPECT_OK(line.status());
-    if (line.ok() && address != nullptr) *address = line->substr(line->rfind(' ') + 1);
-    return node;
+    absl::StatusOr<silo::testing::ServingNode> node = silo::testing::StartServingNode(
+        SILO_NODE_BINARY, dir_.path(), id, StrCat(id, "-", ++starts_, ".log"), kStartTimeout);
+    EXPECT_OK(node.status());
+    if (!node.ok()) return nullptr;
+    if (address != nullptr) *address = node->address;
+    return std::move(node->process);
   }
 
   std::shared_ptr<grpc::Channel> Channel(const std::string& address, const std::string& id) {
-    absl::StatusOr<crypto::TlsMaterial> tls =
-        crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(certs(), id));
-    EXPECT_OK(tls.status());
-    return grpc::CreateCustomChannel(address, crypto::MakeChannelCredentials(*tls),
-                                     crypto::FederationChannelArguments());
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        silo::testing::DevChannel(certs(), id, address);
+    EXPECT_OK(channel.status());
+    return channel.ok() ? *channel : nullptr;
   }
 
-  void WaitForOnline(int n) {
-    const auto stub =
-        v1::CoordinatorService::NewStub(Channel(StrCat("127.0.0.1:", coordinator_port_), "op"));
-    const absl::Time deadline = absl::Now() + kStartTimeout;
-    while (absl::Now() < deadline) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      v1::ListNodesResponse response;
-      if (stub->ListNodes(&context, v1::ListNodesRequest(), &response).ok() &&
-          std::count_if(response.nodes().begin(), response.nodes().end(),
-                        [](const v1::NodeStatus& node) { return node.online(); }) == n) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "fewer than " << n << " nodes online";
+  std::shared_ptr<grpc::Channel> Operator() {
+    return Channel(StrCat("127.0.0.1:", coordinator_port_), "op");
   }
 
-  Answer Ask(const std::string& question, const std::function<void()>& on_first_delta = nullptr) {
+  silo::testing::StreamedAnswer Ask(const std::string& question,
+                                    const std::function<void()>& on_first_delta = nullptr) {
     v1::QueryRequest request;
     request.set_question(question);
     request.set_mode(v1::GENERATION_MODE_DRAGON);
@@ -165,26 +140,7 @@ class DragonEndToEndTest : public ::testing::Test {
     request.mutable_sampling()->set_temperature(0);
     request.mutable_dragon()->set_policy(v1::DRAGON_POLICY_ALTERNATE);
     request.mutable_dragon()->set_alternate_every(3);
-    Answer answer;
-    const auto stub =
-        v1::QueryService::NewStub(Channel(StrCat("127.0.0.1:", coordinator_port_), "op"));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    auto reader = stub->Query(&context, request);
-    v1::QueryResponse message;
-    while (reader->Read(&message)) {
-      if (message.has_started()) answer.placement = message.started().placement();
-      if (message.has_delta()) {
-        if (answer.tokens.empty() && on_first_delta) on_first_delta();
-        for (const uint32_t id : message.delta().token_ids()) {
-          answer.tokens.push_back(static_cast<int32_t>(id));
-        }
-        answer.text += message.delta().text();
-      }
-      if (message.has_done()) answer.done = message.done();
-    }
-    answer.status = reader->Finish();
-    return answer;
+    return silo::testing::StreamQuery(Operator(), request, absl::Seconds(120), on_first_delta);
   }
 
   // Greedy decoding of the mixture over both stores' top-k chunks in this process, without the
@@ -276,12 +232,12 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
   std::map<std::string, std::unique_ptr<ChildProcess>> nodes;
   nodes["phone"] = StartNode("phone", nullptr);
   nodes["cloud"] = StartNode("cloud", &cloud_address);
-  WaitForOnline(2);
+  ASSERT_OK(silo::testing::WaitForOnlineNodes(Operator(), 2, kStartTimeout));
 
   // 1. The answers are the mixture over both sides' chunks.
   for (const std::string& question : kQuestions) {
     SCOPED_TRACE(question);
-    const Answer answer = Ask(question);
+    const silo::testing::StreamedAnswer answer = Ask(question);
     ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
     EXPECT_EQ(answer.placement.dragon_peer().node_id(), "cloud");
     EXPECT_EQ(answer.placement.aggregator(), v1::DRAGON_SIDE_DEVICE);
@@ -317,7 +273,7 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
   // 3. The cloud dies after the first token: the device finishes alone and says so.
   {
     std::thread killer;
-    const Answer answer = Ask(kQuestions[0], [&] {
+    const silo::testing::StreamedAnswer answer = Ask(kQuestions[0], [&] {
       killer = std::thread([&] {
         nodes["cloud"]->Signal(SIGKILL);
         EXPECT_OK(nodes["cloud"]->Wait(absl::Seconds(10)).status());
@@ -331,7 +287,7 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
     EXPECT_THAT(answer.done.unanswered(0).message(), HasSubstr("finished alone"));
   }
   // The device still serves: with the cloud gone, placement finds no cloud.
-  const Answer after = Ask(kQuestions[1]);
+  const silo::testing::StreamedAnswer after = Ask(kQuestions[1]);
   EXPECT_EQ(after.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << after.status.error_message();
 }

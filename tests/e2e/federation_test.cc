@@ -37,6 +37,7 @@
 #include "silo/v1/node.grpc.pb.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/dev_certs.h"
+#include "tests/testing/federation_processes.h"
 #include "tests/testing/models.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -157,18 +158,9 @@ class FederationTest : public ::testing::Test {
   }
 
   // Waits until `n` nodes are online.
-  void WaitForOnline(size_t n) {
-    const absl::Time deadline = absl::Now() + kStartTimeout;
-    while (absl::Now() < deadline) {
-      const std::vector<v1::NodeStatus> nodes = ListNodes();
-      if (std::count_if(nodes.begin(), nodes.end(), [](const v1::NodeStatus& node) {
-            return node.online();
-          }) == static_cast<std::ptrdiff_t>(n)) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "fewer than " << n << " nodes online after " << kStartTimeout;
+  absl::Status WaitForOnline(size_t n) {
+    return silo::testing::WaitForOnlineNodes(Channel(coordinator_address(), "op"),
+                                             static_cast<int>(n), kStartTimeout);
   }
 
   // A federated retrieval through the coordinator: the done message and the call's status.
@@ -260,7 +252,7 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
   for (const auto& [id, node] : nodes) {
     ASSERT_OK(node->WaitForLine("serving " + id + " on", kStartTimeout).status());
   }
-  WaitForOnline(nodes.size());
+  ASSERT_OK(WaitForOnline(nodes.size()));
   std::map<std::string, std::string> address_of;
   for (const v1::NodeStatus& node : ListNodes()) {
     const std::string& id = node.node().node_id();
@@ -499,7 +491,7 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
   std::set<std::string> recovered;
   for (const v1::NodeStatus& node : ListNodes()) recovered.insert(node.node().node_id());
   EXPECT_EQ(recovered, (std::set<std::string>{"comp-1", "inst-a", "inst-b", "inst-c"}));
-  WaitForOnline(3);
+  ASSERT_OK(WaitForOnline(3));
   {
     const auto [code, output] = Siloctl({"sessions", "--limit", "100"});
     EXPECT_EQ(code, 0) << output;

@@ -23,15 +23,13 @@
 #include <vector>
 
 #include "common/strings.h"
-#include "crypto/mtls.h"
 #include "eval/faq_questions.h"
 #include "gmock/gmock.h"
-#include "grpcpp/client_context.h"
-#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "silo/v1/coordinator.grpc.pb.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/dev_certs.h"
+#include "tests/testing/federation_processes.h"
 #include "tests/testing/models.h"
 #include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
@@ -50,14 +48,7 @@ constexpr int kQuestions = 20;
 constexpr uint32_t kMaxTokens = 64;
 const std::vector<std::string> kInstitutions = {"inst-a", "inst-b", "inst-c"};
 
-// What a query streamed back.
-struct Answer {
-  grpc::Status status;
-  std::vector<uint32_t> tokens;
-  std::string text;
-  v1::QueryDone done;
-  absl::Duration elapsed;
-};
+using Answer = silo::testing::StreamedAnswer;
 
 class FedRagEndToEndTest : public ::testing::Test {
  protected:
@@ -109,38 +100,17 @@ class FedRagEndToEndTest : public ::testing::Test {
   }
 
   std::unique_ptr<ChildProcess> StartNode(const std::string& id) {
-    auto node =
-        Start({SILO_NODE_BINARY, "serve", "--config", (dir_.path() / (id + ".yaml")).string()},
-              StrCat(id, "-", ++starts_, ".log"));
-    EXPECT_OK(node->WaitForLine(StrCat("serving ", id, " on"), kStartTimeout).status());
-    return node;
+    absl::StatusOr<silo::testing::ServingNode> node = silo::testing::StartServingNode(
+        SILO_NODE_BINARY, dir_.path(), id, StrCat(id, "-", ++starts_, ".log"), kStartTimeout);
+    EXPECT_OK(node.status());
+    return node.ok() ? std::move(node->process) : nullptr;
   }
 
   std::shared_ptr<grpc::Channel> Operator() {
-    absl::StatusOr<crypto::TlsMaterial> tls =
-        crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(certs(), "op"));
-    EXPECT_OK(tls.status());
-    return grpc::CreateCustomChannel(StrCat("127.0.0.1:", coordinator_port_),
-                                     crypto::MakeChannelCredentials(*tls),
-                                     crypto::FederationChannelArguments());
-  }
-
-  // Waits until the coordinator lists `n` nodes online.
-  void WaitForOnline(int n) {
-    const auto stub = v1::CoordinatorService::NewStub(Operator());
-    const absl::Time deadline = absl::Now() + kStartTimeout;
-    while (absl::Now() < deadline) {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-      v1::ListNodesResponse response;
-      if (stub->ListNodes(&context, v1::ListNodesRequest(), &response).ok() &&
-          std::count_if(response.nodes().begin(), response.nodes().end(),
-                        [](const v1::NodeStatus& node) { return node.online(); }) == n) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "fewer than " << n << " nodes online";
+    absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+        silo::testing::DevChannel(certs(), "op", StrCat("127.0.0.1:", coordinator_port_));
+    EXPECT_OK(channel.status());
+    return channel.ok() ? *channel : nullptr;
   }
 
   static v1::QueryRequest Request(const std::string& question, v1::GenerationMode mode,
@@ -159,28 +129,10 @@ class FedRagEndToEndTest : public ::testing::Test {
     return request;
   }
 
-  // Runs a query through the coordinator; `on_delta` sees each text delta.
+  // Runs a query through the coordinator.
   Answer Ask(const v1::QueryRequest& request,
              const std::function<void()>& on_first_delta = nullptr) {
-    const absl::Time start = absl::Now();
-    Answer answer;
-    const auto stub = v1::QueryService::NewStub(Operator());
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(120));
-    auto reader = stub->Query(&context, request);
-    v1::QueryResponse message;
-    while (reader->Read(&message)) {
-      if (message.has_delta()) {
-        if (answer.tokens.empty() && on_first_delta) on_first_delta();
-        answer.tokens.insert(answer.tokens.end(), message.delta().token_ids().begin(),
-                             message.delta().token_ids().end());
-        answer.text += message.delta().text();
-      }
-      if (message.has_done()) answer.done = message.done();
-    }
-    answer.status = reader->Finish();
-    answer.elapsed = absl::Now() - start;
-    return answer;
+    return silo::testing::StreamQuery(Operator(), request, absl::Seconds(120), on_first_delta);
   }
 
   silo::testing::TempDir dir_;
@@ -210,7 +162,7 @@ TEST_F(FedRagEndToEndTest, AnswersEqualThePlaintextComputationAndSurviveFailures
   std::map<std::string, std::unique_ptr<ChildProcess>> nodes;
   for (const std::string& id : kInstitutions) nodes[id] = StartNode(id);
   nodes["comp-1"] = StartNode("comp-1");
-  WaitForOnline(4);
+  ASSERT_OK(silo::testing::WaitForOnlineNodes(Operator(), 4, kStartTimeout));
 
   // 1. Exactness over 20 FAQ questions (every fifth, across the files).
   ASSERT_OK_AND_ASSIGN(const std::vector<eval::FaqQuestion> faq, eval::LoadFaqQuestions(kFaqDir));
@@ -320,7 +272,9 @@ TEST_F(FedRagEndToEndTest, AnswersEqualThePlaintextComputationAndSurviveFailures
   // With the CONTINUE policy the same failure ends in a complete answer without the remote
   // chunks, naming the compute node.
   nodes["comp-1"] = StartNode("comp-1");
-  WaitForOnline(3);  // inst-a, inst-c and the new comp-1 (the old one was marked down)
+  ASSERT_OK(silo::testing::WaitForOnlineNodes(
+      Operator(), 3,
+      kStartTimeout));  // inst-a, inst-c and the new comp-1 (the old one was marked down)
   {
     v1::QueryRequest request = Request(remote_question, v1::GENERATION_MODE_FEDRAG, 48);
     request.set_compute_failure(v1::FAILURE_POLICY_CONTINUE);
