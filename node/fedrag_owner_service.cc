@@ -301,9 +301,10 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
   absl::StatusOr<FedRagScrambler> scrambler = FedRagScrambler::Create(secret, *std::move(options));
   if (!scrambler.ok()) return ToGrpcStatus(scrambler.status());
 
-  // Only the named compute node may receive K'/V'.
-  const std::shared_ptr<grpc::Channel> channel = peers_->Get(compute.address());
-  {
+  // Only the named compute node may receive K'/V'; with every layer protected it gets none.
+  const bool uploads = protect_layers < n_layers;
+  const std::shared_ptr<grpc::Channel> channel = uploads ? peers_->Get(compute.address()) : nullptr;
+  if (uploads) {
     grpc::ClientContext health_context;
     health_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::HealthResponse health;
@@ -351,44 +352,49 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
   }
   const absl::Time upload_start = absl::Now();
 
-  grpc::ClientContext upload_context;
-  upload_context.set_deadline(absl::ToChronoTime(absl::Now() + limits_.upload_deadline));
-  v1::UploadScrambledKvResponse uploaded;
-  std::unique_ptr<grpc::ClientWriter<v1::UploadScrambledKvRequest>> writer =
-      v1::ScrambledAttentionService::NewStub(channel)->UploadScrambledKv(&upload_context,
-                                                                         &uploaded);
-  absl::Status scrambled = absl::OkStatus();
-  bool written = true;
-  for (int32_t layer = protect_layers; layer < n_layers && scrambled.ok() && written; ++layer) {
-    for (int32_t kv_head = 0; kv_head < n_kv_heads && scrambled.ok() && written; ++kv_head) {
-      GatherRows(shards, starts, layer, kv_head, *rope_, k, v, positions);
-      absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> messages = scrambler->ScrambleKv(
-          static_cast<uint32_t>(layer), static_cast<uint32_t>(kv_head), k, v, request->kv_dtype());
-      if (!messages.ok()) {
-        scrambled = messages.status();
-        break;
-      }
-      for (const v1::UploadScrambledKvRequest& message : *messages) {
-        if (!writer->Write(message)) {
-          written = false;
+  int64_t upload_bytes = 0;
+  if (uploads) {
+    grpc::ClientContext upload_context;
+    upload_context.set_deadline(absl::ToChronoTime(absl::Now() + limits_.upload_deadline));
+    v1::UploadScrambledKvResponse uploaded;
+    std::unique_ptr<grpc::ClientWriter<v1::UploadScrambledKvRequest>> writer =
+        v1::ScrambledAttentionService::NewStub(channel)->UploadScrambledKv(&upload_context,
+                                                                           &uploaded);
+    absl::Status scrambled = absl::OkStatus();
+    bool written = true;
+    for (int32_t layer = protect_layers; layer < n_layers && scrambled.ok() && written; ++layer) {
+      for (int32_t kv_head = 0; kv_head < n_kv_heads && scrambled.ok() && written; ++kv_head) {
+        GatherRows(shards, starts, layer, kv_head, *rope_, k, v, positions);
+        absl::StatusOr<std::vector<v1::UploadScrambledKvRequest>> messages =
+            scrambler->ScrambleKv(static_cast<uint32_t>(layer), static_cast<uint32_t>(kv_head), k,
+                                  v, request->kv_dtype());
+        if (!messages.ok()) {
+          scrambled = messages.status();
           break;
+        }
+        for (const v1::UploadScrambledKvRequest& message : *messages) {
+          if (!writer->Write(message)) {
+            written = false;
+            break;
+          }
         }
       }
     }
-  }
-  if (!scrambled.ok()) {
-    upload_context.TryCancel();
-    writer->Finish().IgnoreError();
-    return ToGrpcStatus(scrambled);
-  }
-  writer->WritesDone();
-  const grpc::Status finished = writer->Finish();
-  if (!finished.ok()) {
-    return Error(finished.error_code(), StrCat("upload to compute node ", compute.node_id(), ": ",
-                                               finished.error_message()));
+    if (!scrambled.ok()) {
+      upload_context.TryCancel();
+      writer->Finish().IgnoreError();
+      return ToGrpcStatus(scrambled);
+    }
+    writer->WritesDone();
+    const grpc::Status finished = writer->Finish();
+    if (!finished.ok()) {
+      return Error(finished.error_code(), StrCat("upload to compute node ", compute.node_id(), ": ",
+                                                 finished.error_message()));
+    }
+    upload_bytes = uploaded.n_bytes();
   }
   for (const uint32_t rows : scrambler->key_rows()) response->add_key_rows(rows);
-  response->set_upload_bytes(uploaded.n_bytes());
+  response->set_upload_bytes(upload_bytes);
   response->set_prepare_ns(absl::ToInt64Nanoseconds(upload_start - start));
   response->set_upload_ns(absl::ToInt64Nanoseconds(absl::Now() - upload_start));
   end_setup.owner_kv = std::move(owner_kv);

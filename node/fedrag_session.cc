@@ -141,39 +141,44 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
     stats.bytes_received += received[i];
   }
 
-  // 3. The compute node's layout, sent only to the placed compute node.
+  // 3. The compute node's layout, sent only to the placed compute node; with every layer
+  // protected it has nothing to do and is not asked.
   const auto compute = v1::ScrambledAttentionService::NewStub(session->compute_channel_);
-  v1::OpenSessionRequest layout;
-  *layout.mutable_session() = placement.session();
-  layout.set_n_layers(static_cast<uint32_t>(config.n_layers));
-  layout.set_first_layer(static_cast<uint32_t>(session->first_layer_));
-  layout.set_n_kv_heads(static_cast<uint32_t>(config.n_kv_heads));
-  layout.set_head_dim(static_cast<uint32_t>(session->owners_.front().scrambler.padded_dim()));
-  layout.set_kv_dtype(o.kv_dtype);
-  layout.set_scale(1.0f / std::sqrt(static_cast<float>(config.head_dim)));
-  for (size_t i = 0; i < o.owners.size(); ++i) {
-    v1::OwnerSlot& slot = *layout.add_owners();
-    slot.set_node_id(o.owners[i].owner.node_id());
-    for (const uint32_t rows : session->owners_[i].scrambler.key_rows()) slot.add_key_rows(rows);
-  }
-  {
-    grpc::ClientContext context;
-    context.set_deadline(ChronoDeadline(o.deadline));
-    v1::OpenSessionResponse opened;
-    const grpc::Status status = compute->OpenSession(&context, layout, &opened);
-    if (!status.ok()) return PeerError(status, "OpenSession", placement.compute().node_id());
-    const crypto::PeerIdentity expected{crypto::PeerRole::kCompute, placement.compute().node_id()};
-    absl::StatusOr<crypto::PeerIdentity> server = crypto::ServerIdentity(context);
-    if (!server.ok() || !(*server == expected)) {
-      // Close it again before saying so: it must not keep a layout it should not have had.
-      session->Close().IgnoreError();
-      return absl::PermissionDeniedError(StrCat("the server at ", placement.compute().address(),
-                                                " is not ", crypto::SpiffeId(expected)));
+  if (session->delegates()) {
+    v1::OpenSessionRequest layout;
+    *layout.mutable_session() = placement.session();
+    layout.set_n_layers(static_cast<uint32_t>(config.n_layers));
+    layout.set_first_layer(static_cast<uint32_t>(session->first_layer_));
+    layout.set_n_kv_heads(static_cast<uint32_t>(config.n_kv_heads));
+    layout.set_head_dim(static_cast<uint32_t>(session->owners_.front().scrambler.padded_dim()));
+    layout.set_kv_dtype(o.kv_dtype);
+    layout.set_scale(1.0f / std::sqrt(static_cast<float>(config.head_dim)));
+    for (size_t i = 0; i < o.owners.size(); ++i) {
+      v1::OwnerSlot& slot = *layout.add_owners();
+      slot.set_node_id(o.owners[i].owner.node_id());
+      for (const uint32_t rows : session->owners_[i].scrambler.key_rows()) slot.add_key_rows(rows);
     }
-    stats.bytes_sent += static_cast<int64_t>(layout.ByteSizeLong());
+    {
+      grpc::ClientContext context;
+      context.set_deadline(ChronoDeadline(o.deadline));
+      v1::OpenSessionResponse opened;
+      const grpc::Status status = compute->OpenSession(&context, layout, &opened);
+      if (!status.ok()) return PeerError(status, "OpenSession", placement.compute().node_id());
+      const crypto::PeerIdentity expected{crypto::PeerRole::kCompute,
+                                          placement.compute().node_id()};
+      absl::StatusOr<crypto::PeerIdentity> server = crypto::ServerIdentity(context);
+      if (!server.ok() || !(*server == expected)) {
+        // Close it again before saying so: it must not keep a layout it should not have had.
+        session->Close().IgnoreError();
+        return absl::PermissionDeniedError(StrCat("the server at ", placement.compute().address(),
+                                                  " is not ", crypto::SpiffeId(expected)));
+      }
+      stats.bytes_sent += static_cast<int64_t>(layout.ByteSizeLong());
+    }
   }
 
-  // 4. Owners upload K'/V' to the compute node.
+  // 4. Owners upload K'/V' to the compute node (and with protect_mode OWNER keep the protected
+  // layers' KV to attend themselves).
   std::vector<int64_t> uploaded(o.owners.size());
   absl::Status prepared = RunInParallel(o.owners.size(), [&](size_t i) -> absl::Status {
     const FedRagOwnerChunks& owner = o.owners[i];
@@ -206,9 +211,11 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
   stats.upload_bytes = std::accumulate(uploaded.begin(), uploaded.end(), int64_t{0});
 
   // 5. The streams every step's exchanges go over.
-  session->attend_context_ = std::make_unique<grpc::ClientContext>();
-  session->attend_context_->set_deadline(ChronoDeadline(o.deadline));
-  session->attend_ = compute->Attend(session->attend_context_.get());
+  if (session->delegates()) {
+    session->attend_context_ = std::make_unique<grpc::ClientContext>();
+    session->attend_context_->set_deadline(ChronoDeadline(o.deadline));
+    session->attend_ = compute->Attend(session->attend_context_.get());
+  }
   if (session->owners_attend_) {
     for (size_t i = 0; i < o.owners.size(); ++i) {
       Owner& owner = session->owners_[i];
@@ -461,6 +468,7 @@ absl::Status FedRagSession::Close() {
     }
     owner.attend_context.reset();
   }
+  if (!delegates()) return absl::OkStatus();  // no session was opened at the compute node
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::CloseSessionRequest request;

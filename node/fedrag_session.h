@@ -116,6 +116,9 @@ class FedRagSession final : public engine::AttentionHook {
 
   FedRagSession(FedRagSessionOptions options, const engine::ModelConfig& config,
                 PeerChannels& peers);
+  // Whether any layer goes to the compute node (protect_layers < n_layers); when none does, the
+  // session never opens one there.
+  bool delegates() const { return first_layer_ < n_layers_; }
   // One layer's round trip with the compute node.
   absl::Status Exchange(int32_t layer, std::span<const float> q,
                         engine::AttentionPartials& partials);

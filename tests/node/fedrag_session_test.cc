@@ -415,7 +415,8 @@ v1::PrivacySettings OwnerProtected(uint32_t protect_layers) {
 // stand in for the compute node's in the protected layers.
 TEST_F(FedRagSessionTest, OwnerModeLogitsEqualPlaintextKv) {
   const int32_t n_layers = transformer_->model().config().n_layers;
-  for (const uint32_t protect_layers : {1u, 2u}) {
+  // Every layer protected too: the compute node is then not needed at all.
+  for (const uint32_t protect_layers : {1u, 2u, static_cast<uint32_t>(n_layers)}) {
     SCOPED_TRACE(StrCat("protect_layers ", protect_layers));
     FedRagSessionStats stats;
     ExpectExact(OwnerProtected(protect_layers), v1::DTYPE_F32, 1e-4, &stats);
