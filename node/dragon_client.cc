@@ -1,7 +1,9 @@
 #include "node/dragon_client.h"
 
+#include <optional>
 #include <utility>
 
+#include "node/dragon_events.h"
 #include "node/grpc_status.h"
 
 namespace silo::node {
@@ -35,18 +37,9 @@ absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
       v1::DecodeResponse response;
       if (!raw->stream_->Read(&response)) break;
       raw->bytes_received_ += static_cast<int64_t>(response.ByteSizeLong());
-      switch (response.event_case()) {
-        case v1::DecodeResponse::kDraft:
-          inbox->Push(std::move(*response.mutable_draft()));
-          break;
-        case v1::DecodeResponse::kVerdict:
-          inbox->Push(std::move(*response.mutable_verdict()));
-          break;
-        case v1::DecodeResponse::kHandoff:
-          inbox->Push(std::move(*response.mutable_handoff()));
-          break;
-        default:
-          break;  // an empty event carries nothing
+      // An empty event carries nothing.
+      if (std::optional<DragonMessage> event = TakeEvent(response); event.has_value()) {
+        inbox->Push(*std::move(event));
       }
     }
     inbox->Close(absl::UnavailableError("the cloud ended the DRAGON stream"));
@@ -65,15 +58,8 @@ absl::Status DragonCloudLink::Cancel() {
 }
 
 absl::Status DragonCloudLink::Send(const DragonMessage& message) {
-  v1::DecodeRequest request;
-  if (const auto* draft = std::get_if<v1::Draft>(&message)) {
-    *request.mutable_draft() = *draft;
-  } else if (const auto* verdict = std::get_if<v1::Verdict>(&message)) {
-    *request.mutable_verdict() = *verdict;
-  } else {
-    *request.mutable_handoff() = std::get<v1::AggregatorHandoff>(message);
-  }
-  if (!stream_->Write(request)) return absl::UnavailableError("the cloud stream is broken");
+  if (!stream_->Write(EnvelopeOf<v1::DecodeRequest>(message)))
+    return absl::UnavailableError("the cloud stream is broken");
   return absl::OkStatus();
 }
 

@@ -2,48 +2,20 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "node/dragon_events.h"
 #include "node/dragon_side.h"
 #include "node/federated_retrieval.h"
 #include "node/grpc_status.h"
 #include "node/rpc_roles.h"
 
 namespace silo::node {
-namespace {
 
 using absl::StrCat;
-
-// The event of a device message, or nullopt for none (the first message may carry only the
-// session).
-std::optional<DragonMessage> EventOf(v1::DecodeRequest request) {
-  switch (request.event_case()) {
-    case v1::DecodeRequest::kDraft:
-      return std::move(*request.mutable_draft());
-    case v1::DecodeRequest::kVerdict:
-      return std::move(*request.mutable_verdict());
-    case v1::DecodeRequest::kHandoff:
-      return std::move(*request.mutable_handoff());
-    default:
-      return std::nullopt;
-  }
-}
-
-v1::DecodeResponse ResponseOf(const DragonMessage& message) {
-  v1::DecodeResponse response;
-  if (const auto* draft = std::get_if<v1::Draft>(&message)) {
-    *response.mutable_draft() = *draft;
-  } else if (const auto* verdict = std::get_if<v1::Verdict>(&message)) {
-    *response.mutable_verdict() = *verdict;
-  } else {
-    *response.mutable_handoff() = std::get<v1::AggregatorHandoff>(message);
-  }
-  return response;
-}
-
-}  // namespace
 
 grpc::Status DragonService::StartSession(grpc::ServerContext* context,
                                          const v1::StartSessionRequest* request,
@@ -139,7 +111,7 @@ grpc::Status DragonService::Decode(
   if (!options.ok()) return ToGrpcStatus(options.status());
 
   DragonInbox inbox;
-  if (std::optional<DragonMessage> event = EventOf(std::move(first)); event.has_value()) {
+  if (std::optional<DragonMessage> event = TakeEvent(first); event.has_value()) {
     inbox.Push(*std::move(event));
   }
   options->continue_alone = false;  // without the device nobody reads this side's tokens
@@ -151,7 +123,7 @@ grpc::Status DragonService::Decode(
     while (true) {
       v1::DecodeRequest request;
       if (!stream->Read(&request)) break;
-      if (std::optional<DragonMessage> event = EventOf(std::move(request)); event.has_value()) {
+      if (std::optional<DragonMessage> event = TakeEvent(request); event.has_value()) {
         inbox.Push(*std::move(event));
       }
     }
@@ -163,7 +135,7 @@ grpc::Status DragonService::Decode(
   absl::StatusOr<DragonSideResult> result = engine_->RunDragonSide(
       session.request.question(), session.hits, *options, inbox,
       [&](const DragonMessage& message) {
-        if (context->IsCancelled() || !stream->Write(ResponseOf(message))) {
+        if (context->IsCancelled() || !stream->Write(EnvelopeOf<v1::DecodeResponse>(message))) {
           return absl::UnavailableError("the device stream is gone");
         }
         return absl::OkStatus();
