@@ -180,9 +180,11 @@ void PairNorms(const float* x, int32_t dim, engine::RopeStyle style, int32_t kee
   SortedMagnitudes(norms.data(), dim / 2, keep, out);
 }
 
-// For rows of features x [n, f] and a table [vocab, f], the five largest products per row.
+// For rows of features x [n, f] and a table [vocab, f], the tokens of the five largest products
+// per row: table row t is token `row_tokens[t]`, or token t when row_tokens is null.
 std::vector<Guesses> NearestByProduct(const std::vector<float>& table, int32_t vocab, int32_t f,
-                                      const std::vector<float>& x, engine::ThreadPool& pool) {
+                                      const std::vector<float>& x, engine::ThreadPool& pool,
+                                      const std::vector<int32_t>* row_tokens = nullptr) {
   const int64_t n = static_cast<int64_t>(x.size()) / f;
   std::vector<Guesses> guesses(static_cast<size_t>(n));
   constexpr int64_t kBatch = 64;
@@ -194,7 +196,9 @@ std::vector<Guesses> NearestByProduct(const std::vector<float>& table, int32_t v
       for (int64_t r = begin; r < end; ++r) {
         Guesses& g = guesses[static_cast<size_t>(first + r)];
         const float* row = &y[static_cast<size_t>(r) * vocab];
-        for (int32_t t = 0; t < vocab; ++t) g.Offer(t, -row[t]);
+        for (int32_t t = 0; t < vocab; ++t) {
+          g.Offer(row_tokens != nullptr ? (*row_tokens)[static_cast<size_t>(t)] : t, -row[t]);
+        }
       }
     });
   }
@@ -772,17 +776,9 @@ AttackResult RunUnmixedValueDecoding(const ObservedLayer& view, const AttackerKn
         ordered[r * d + column_of[a]] = sign[a] * unmixing.rows[r * d + a];
     }
     // Stage 3: whole rows, the five nearest distinct tokens.
-    const std::vector<float> whole = RowFeatures(ordered, d, false);
-    Products(ref.whole, n_ref, static_cast<int64_t>(d), whole.data(), key.n_rows, similarity.data(),
-             pool);
-    std::vector<Guesses> guesses(n);
-    pool.ParallelFor(key.n_rows, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const float* row = &similarity[static_cast<size_t>(r) * static_cast<size_t>(n_ref)];
-        Guesses& g = guesses[static_cast<size_t>(r)];
-        for (int64_t i = 0; i < n_ref; ++i) g.Offer(ref.tokens[static_cast<size_t>(i)], -row[i]);
-      }
-    });
+    const std::vector<Guesses> guesses =
+        NearestByProduct(ref.whole, static_cast<int32_t>(n_ref), static_cast<int32_t>(d),
+                         RowFeatures(ordered, d, false), pool, &ref.tokens);
     for (size_t r = 0; r < n; ++r) guesses[r].Score(key.row_token[r], result.recovered);
   }
   return result;
@@ -841,20 +837,9 @@ AttackResult RunQuerierPartialAttack(const ObservedLayer& view, const AttackerKn
     // The attacker: each partial, standardized like the public rows, named by its nearest.
     const PublicValues& ref = references[h];
     StandardizeColumns(partials, d, ref.mean, ref.inverse_std);
-    const std::vector<float> features = RowFeatures(partials, d, false);
-    const auto n_ref = static_cast<int64_t>(ref.tokens.size());
-    const auto m = static_cast<int64_t>(truth.size());
-    std::vector<float> similarity(truth.size() * static_cast<size_t>(n_ref));
-    Products(ref.whole, n_ref, static_cast<int64_t>(d), features.data(), m, similarity.data(),
-             *attacker.pool);
-    std::vector<Guesses> guesses(truth.size());
-    attacker.pool->ParallelFor(m, [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const float* row = &similarity[static_cast<size_t>(r) * static_cast<size_t>(n_ref)];
-        Guesses& g = guesses[static_cast<size_t>(r)];
-        for (int64_t i = 0; i < n_ref; ++i) g.Offer(ref.tokens[static_cast<size_t>(i)], -row[i]);
-      }
-    });
+    const std::vector<Guesses> guesses = NearestByProduct(
+        ref.whole, static_cast<int32_t>(ref.tokens.size()), static_cast<int32_t>(d),
+        RowFeatures(partials, d, false), *attacker.pool, &ref.tokens);
     for (size_t r = 0; r < truth.size(); ++r) guesses[r].Score(truth[r], result.recovered);
   }
   result.chance = ChanceOf(truth_all, attacker.anchors);
