@@ -158,23 +158,20 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
       slot.set_node_id(o.owners[i].owner.node_id());
       for (const uint32_t rows : session->owners_[i].scrambler.key_rows()) slot.add_key_rows(rows);
     }
-    {
-      grpc::ClientContext context;
-      context.set_deadline(ChronoDeadline(o.deadline));
-      v1::OpenSessionResponse opened;
-      const grpc::Status status = compute->OpenSession(&context, layout, &opened);
-      if (!status.ok()) return PeerError(status, "OpenSession", placement.compute().node_id());
-      const crypto::PeerIdentity expected{crypto::PeerRole::kCompute,
-                                          placement.compute().node_id()};
-      absl::StatusOr<crypto::PeerIdentity> server = crypto::ServerIdentity(context);
-      if (!server.ok() || !(*server == expected)) {
-        // Close it again before saying so: it must not keep a layout it should not have had.
-        session->Close().IgnoreError();
-        return absl::PermissionDeniedError(StrCat("the server at ", placement.compute().address(),
-                                                  " is not ", crypto::SpiffeId(expected)));
-      }
-      stats.bytes_sent += static_cast<int64_t>(layout.ByteSizeLong());
+    grpc::ClientContext context;
+    context.set_deadline(ChronoDeadline(o.deadline));
+    v1::OpenSessionResponse opened;
+    const grpc::Status status = compute->OpenSession(&context, layout, &opened);
+    if (!status.ok()) return PeerError(status, "OpenSession", placement.compute().node_id());
+    const crypto::PeerIdentity expected{crypto::PeerRole::kCompute, placement.compute().node_id()};
+    absl::StatusOr<crypto::PeerIdentity> server = crypto::ServerIdentity(context);
+    if (!server.ok() || !(*server == expected)) {
+      // Close it again before saying so: it must not keep a layout it should not have had.
+      session->Close().IgnoreError();
+      return absl::PermissionDeniedError(StrCat("the server at ", placement.compute().address(),
+                                                " is not ", crypto::SpiffeId(expected)));
     }
+    stats.bytes_sent += static_cast<int64_t>(layout.ByteSizeLong());
   }
 
   // 4. Owners upload K'/V' to the compute node (and with protect_mode OWNER keep the protected
