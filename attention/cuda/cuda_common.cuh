@@ -81,6 +81,17 @@ __device__ __forceinline__ void StreamToShared16(void* shared, const void* globa
                "l"(global), "l"(policy));
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched with LaunchAfterPrecedingGrid may
+// start while the kernel before it in the stream still runs, so its launch and start overlap that
+// kernel's end. It must wait before reading what that kernel writes (or writing what it reads);
+// the kernel before it lets it start early by calling AllowDependentLaunch.
+__device__ __forceinline__ void WaitForPrecedingGrid() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+}
+__device__ __forceinline__ void AllowDependentLaunch() {
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+
 // Where a split kernel's block writes its partial, and how its rows map to heads.
 struct SplitOutput {
   float* o;            // [n_splits, total_rows, head_dim]

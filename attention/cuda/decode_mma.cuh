@@ -15,6 +15,10 @@ constexpr int kMmaDecodeMaxRows = 8;
 
 bool MmaDecodeSupports(KvDType kv_dtype, int head_dim, int rows);
 
+// Blocks of the kernel resident on one SM (its register bound): the caller sizes the grid to one
+// wave.
+int MmaDecodeBlocksPerSm();
+
 // One block per (KV head, split of keys); writes each split's partial ([n_splits,
 // n_q × n_heads, head_dim] and [n_splits, n_q × n_heads] m and l, m in natural log) to o, m, l.
 cudaError_t LaunchMmaDecodeSplits(const PartialAttentionArgs& a, int group, int keys_per_split,

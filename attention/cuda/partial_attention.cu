@@ -88,6 +88,8 @@ __global__ void __launch_bounds__(kThreads, 4) SplitKvKernel(SplitParams p) {
   __shared__ float warp_m[kWarps][ROWS];
   __shared__ float warp_l[kWarps][ROWS];
 
+  AllowDependentLaunch();  // the split merge may start; it waits for this grid's end
+
   const PartialAttentionArgs& a = p.a;
   // KV heads vary fastest across blocks, so blocks that run together read whole key rows
   // ([n_kv_heads, head_dim] contiguous) rather than one head's slice of many rows.
@@ -494,12 +496,12 @@ PartialAttentionPlan PlanPartialAttention(const PartialAttentionArgs& a, int n_s
   if (!plan.split_kv) return plan;
   // One wave of blocks (a second one pays each block's start, the query and the pipeline fill,
   // and its end, the warp merge and the partial's write, again), at least kMinKeysPerSplit keys
-  // a split (fewer make the per-split partials and their merge cost more than the keys). The
-  // tensor-core kernel fits two blocks on an SM, the other four.
+  // a split (fewer make the per-split partials and their merge cost more than the keys).
   constexpr int kMinKeysPerSplit = 128;
-  const int blocks_per_sm = MmaDecodeSupports(a.kv_dtype, a.head_dim, rows) ? 2 : 4;
+  const int blocks_per_sm =
+      MmaDecodeSupports(a.kv_dtype, a.head_dim, rows) ? MmaDecodeBlocksPerSm() : 4;
   const int target_blocks = blocks_per_sm * std::max(n_sms, 1);
-  int n_splits = std::max(1, (target_blocks + a.n_kv_heads - 1) / a.n_kv_heads);
+  int n_splits = std::max(1, target_blocks / a.n_kv_heads);
   n_splits = std::min(n_splits, std::max(1, (a.n_kv + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
   const int keys = std::max(1, (a.n_kv + n_splits - 1) / n_splits);
   plan.keys_per_split = (keys + 31) / 32 * 32;

@@ -141,6 +141,9 @@ TEST_P(BackendTest, PartialAttentionReadsF16AndBf16KeysAndValues) {
     CheckPartialAttention(*backend_, {2, 1001, 8, 2, 64, dtype, true}, 2e-5);
     CheckPartialAttention(*backend_, {1, 40000, 32, 8, 128, dtype, false}, 2e-5);
     CheckPartialAttention(*backend_, {1, 7, 2, 1, 64, dtype, true}, 2e-5);
+    CheckPartialAttention(*backend_, {2, 3001, 32, 8, 128, dtype, true}, 2e-5);
+    CheckPartialAttention(*backend_, {2, 517, 24, 8, 128, dtype, false}, 2e-5);
+    CheckPartialAttention(*backend_, {5, 129, 8, 8, 64, dtype, true}, 2e-5);
   }
 }
 
