@@ -498,12 +498,14 @@ absl::Status RunDragonBench(const DragonBenchOptions& options, std::ostream& out
       run.rtt = absl::Milliseconds(rtt);
       double token_sum = 0, ttft_sum = 0, acceptance_sum = 0;
       int n_acceptance = 0;
+      int64_t moves = 0;
       for (int i = 0; i < options.n_questions; ++i) {
         SILO_ASSIGN_OR_RETURN(const DragonCase c,
                               lab->Case(i, options.n_questions, options.n_chunks));
         SILO_ASSIGN_OR_RETURN(const DragonRunResult measured, lab->Run(c, run));
         token_sum += measured.token_ms;
         ttft_sum += measured.ttft_ms;
+        moves += measured.aggregator_moves;
         if (measured.acceptance >= 0) {
           acceptance_sum += measured.acceptance;
           ++n_acceptance;
@@ -512,8 +514,8 @@ absl::Status RunDragonBench(const DragonBenchOptions& options, std::ostream& out
       token_ms[r].push_back(token_sum / options.n_questions);
       ttft_ms[r].push_back(ttft_sum / options.n_questions);
       acceptance[r].push_back(n_acceptance > 0 ? acceptance_sum / n_acceptance : -1);
-      log << StrFormat("rtt %.0f ms, %s: %.1f ms/token, ttft %.1f ms\n", rtt, rows[r].name,
-                       token_ms[r].back(), ttft_ms[r].back());
+      log << StrFormat("rtt %.0f ms, %s: %.1f ms/token, ttft %.1f ms, aggregator moves %d\n", rtt,
+                       rows[r].name, token_ms[r].back(), ttft_ms[r].back(), moves);
     }
   }
   out << StrFormat(

@@ -26,7 +26,15 @@ void AggregatorScheduler::ObserveTokenLatency(bool local_side, double token_ms) 
 }
 
 void AggregatorScheduler::ObserveDraft(bool local_side, bool accepted) {
-  acceptance_[local_side ? 1 : 0].Add(accepted ? 1.0 : 0.0, options_.smoothing);
+  DecayedCount& count = acceptance_[local_side ? 1 : 0];
+  count.accepted = count.accepted * options_.acceptance_decay + (accepted ? 1 : 0);
+  count.drafts = count.drafts * options_.acceptance_decay + 1;
+}
+
+double AggregatorScheduler::Acceptance(int side) const {
+  const DecayedCount& count = acceptance_[side];
+  return (count.accepted + options_.prior_drafts * options_.prior_acceptance) /
+         (count.drafts + options_.prior_drafts);
 }
 
 AggregationCosts AggregatorScheduler::Costs(bool local_is_aggregator) const {
@@ -35,17 +43,19 @@ AggregationCosts AggregatorScheduler::Costs(bool local_is_aggregator) const {
   return {.aggregator_token_ms = token_ms_[a].value,
           .other_token_ms = token_ms_[b].value,
           .rtt_ms = rtt_ms_.value,
-          .aggregator_acceptance = acceptance_[a].value,
-          .other_acceptance = acceptance_[b].value};
+          .aggregator_acceptance = Acceptance(a),
+          .other_acceptance = Acceptance(b)};
 }
 
 bool AggregatorScheduler::ShouldMove(bool local_is_aggregator) {
   ++steps_since_move_;
-  // Decide only on measured inputs: both latencies, the RTT and both acceptance rates.
+  // Decide only on measured inputs: both latencies, the RTT and drafts of both sides.
   const bool measured = rtt_ms_.seeded && token_ms_[0].seeded && token_ms_[1].seeded &&
-                        acceptance_[0].seeded && acceptance_[1].seeded;
+                        acceptance_[0].drafts > 0 && acceptance_[1].drafts > 0;
   if (!measured || steps_since_move_ < options_.min_steps_between_moves) return false;
-  if (ExpectedSavingOfMove(Costs(local_is_aggregator)) <= options_.margin_ms) return false;
+  const double saving_ms =
+      ExpectedSavingOfMove(Costs(local_is_aggregator)) * options_.horizon_tokens;
+  if (saving_ms <= options_.move_cost_rtts * rtt_ms_.value + options_.margin_ms) return false;
   steps_since_move_ = 0;
   return true;
 }

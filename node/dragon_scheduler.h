@@ -1,9 +1,11 @@
 // Where DRAGON's aggregator should sit (DESIGN.md §7). With per-token decode latencies c^a of the
 // aggregator's side and c^b of the other, round trip rtt and draft acceptance rates α^a, α^b,
 // ExpectedSavingOfMove is the ΔZ rule; AggregatorScheduler feeds it live estimates (EWMA of the
-// measured RTT, of each side's decode latency and of each side's acceptance) and decides after
-// every final token, with hysteresis: ΔZ must exceed a margin, and a move is followed by a few
-// steps without another.
+// measured RTT and of each side's decode latency; each side's acceptance as decayed counts on top
+// of a prior, so that a few drafts do not swing it from 0 to 1) and decides after every final
+// token. A move itself costs about a round trip (the new aggregator waits for the other side's
+// first drafts), so it must pay for itself: ΔZ over the next horizon_tokens must exceed
+// move_cost_rtts round trips plus a margin, and a move is followed by a few steps without another.
 //
 // Thread-safety: none; the aggregator's decode loop owns its scheduler.
 #ifndef SILO_NODE_DRAGON_SCHEDULER_H_
@@ -25,8 +27,16 @@ struct AggregationCosts {
 double ExpectedSavingOfMove(const AggregationCosts& costs);
 
 struct AggregatorSchedulerOptions {
-  double smoothing = 0.2;  // EWMA weight of a new observation
-  double margin_ms = 0.5;  // ΔZ must exceed this to move
+  double smoothing = 0.2;  // EWMA weight of a new RTT or latency observation
+  // Acceptance: each draft's outcome counts 1, earlier ones decay by this factor per draft, and a
+  // prior of prior_drafts drafts at prior_acceptance is added to both sides.
+  double acceptance_decay = 0.95;
+  double prior_drafts = 4;
+  double prior_acceptance = 0.9;
+  // Move when ΔZ · horizon_tokens > move_cost_rtts · rtt + margin_ms.
+  double horizon_tokens = 16;
+  double move_cost_rtts = 1;
+  double margin_ms = 0.5;
   int32_t min_steps_between_moves = 4;
 };
 
@@ -53,11 +63,16 @@ class AggregatorScheduler {
     bool seeded = false;
     void Add(double sample, double smoothing);
   };
+  struct DecayedCount {
+    double accepted = 0;
+    double drafts = 0;
+  };
+  double Acceptance(int side) const;
 
   AggregatorSchedulerOptions options_;
   Estimate rtt_ms_;
-  Estimate token_ms_[2];    // [other, local]
-  Estimate acceptance_[2];  // [other, local]
+  Estimate token_ms_[2];        // [other, local]
+  DecayedCount acceptance_[2];  // [other, local]
   int32_t steps_since_move_ = 0;
 };
 

@@ -59,5 +59,35 @@ TEST(DragonSchedulerTest, MovesToTheSlowSideOnceMeasuredAndNotTooOften) {
   for (int i = 0; i < 5; ++i) EXPECT_FALSE(scheduler.ShouldMove(false));
 }
 
+TEST(DragonSchedulerTest, MovesOnlyWhenTheSavingPaysForTheMove) {
+  // Equal decode speeds, 300 ms round trip: ΔZ = (α^a − α^b) · rtt, and a move must save more
+  // than a round trip over the next 16 tokens.
+  const auto run = [](bool (*other_accepts)(int)) {
+    AggregatorScheduler scheduler({.min_steps_between_moves = 1});
+    scheduler.ObserveRtt(300);
+    scheduler.ObserveTokenLatency(true, 30);
+    scheduler.ObserveTokenLatency(false, 30);
+    for (int i = 0; i < 20; ++i) {
+      scheduler.ObserveDraft(true, true);
+      scheduler.ObserveDraft(false, other_accepts(i));
+    }
+    return scheduler.ShouldMove(true);
+  };
+  // One early rejection of the other side's drafts, long decayed: not worth a round trip.
+  EXPECT_FALSE(run([](int i) { return i != 0; }));
+  // A quarter of them rejected: moving (so that the other side aggregates) pays.
+  EXPECT_TRUE(run([](int i) { return i % 4 != 0; }));
+}
+
+TEST(DragonSchedulerTest, ASingleDraftDoesNotSwingTheAcceptance) {
+  AggregatorScheduler scheduler;
+  scheduler.ObserveDraft(true, false);
+  scheduler.ObserveDraft(false, true);
+  const AggregationCosts costs = scheduler.Costs(true);
+  // Prior of 4 drafts at 0.9: (0 + 3.6) / 5 and (1 + 3.6) / 5.
+  EXPECT_DOUBLE_EQ(costs.aggregator_acceptance, 3.6 / 5);
+  EXPECT_DOUBLE_EQ(costs.other_acceptance, 4.6 / 5);
+}
+
 }  // namespace
 }  // namespace silo::node
