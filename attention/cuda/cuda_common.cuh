@@ -81,10 +81,11 @@ __device__ __forceinline__ void StreamToShared16(void* shared, const void* globa
                "l"(global), "l"(policy));
 }
 
-// Programmatic dependent launch (sm_90): a kernel launched with LaunchAfterPrecedingGrid may
-// start while the kernel before it in the stream still runs, so its launch and start overlap that
-// kernel's end. It must wait before reading what that kernel writes (or writing what it reads);
-// the kernel before it lets it start early by calling AllowDependentLaunch.
+// Programmatic dependent launch (sm_90): a kernel launched with the attribute
+// cudaLaunchAttributeProgrammaticStreamSerialization (as LaunchMerge does) may start while the
+// kernel before it in the stream still runs, so its launch and start overlap that kernel's end.
+// It must call WaitForPrecedingGrid before reading what that kernel writes (or writing what it
+// reads); the kernel before it lets it start early by calling AllowDependentLaunch.
 __device__ __forceinline__ void WaitForPrecedingGrid() {
   asm volatile("griddepcontrol.wait;\n" ::: "memory");
 }
