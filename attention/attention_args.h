@@ -18,6 +18,42 @@ enum class KvDType : int32_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
 
 constexpr size_t KvDTypeBytes(KvDType dtype) { return dtype == KvDType::kF32 ? 4 : 2; }
 
+// How the orthogonal core of a row transform mixes a row (see RowTransformSet).
+enum class RowMix : int32_t { kHadamard = 0, kMatrix = 1 };
+
+// `count` row transforms of one shape, their parameters stacked: transform t is
+//   y = post_scale_t ⊙ gather_post_t( mix_t( gather_pre_t( pre_scale_t ⊙ pad(x) ) ) ),
+// truncated to out_dim, with pre_scale_t = pre_scale + t·dim (likewise the gathers and
+// post_scale) and, for kMatrix, mix_t(u) = u · (matrix + t·dim²) (row-major dim × dim); kHadamard
+// is the normalized Walsh–Hadamard transform (dim a power of two). gather_p(u)_j = u_{p[j]}; a
+// null gather is the identity for every transform.
+struct RowTransformSet {
+  int32_t count = 0;
+  int32_t dim = 0;
+  int32_t in_dim = 0;   // <= dim; missing entries are zero
+  int32_t out_dim = 0;  // <= dim
+  RowMix mix = RowMix::kHadamard;
+  const float* pre_scale = nullptr;      // [count, dim]
+  const int32_t* pre_gather = nullptr;   // [count, dim] or null
+  const float* matrix = nullptr;         // [count, dim, dim], kMatrix only
+  const int32_t* post_gather = nullptr;  // [count, dim] or null
+  const float* post_scale = nullptr;     // [count, dim]
+};
+
+// out row i = transforms[transform[i]](in row source[i]): every row independently, each by its
+// own transform of the set (the scrambler's Φ, Φ^{-T} or Ψ⁻¹ of one key block, scrambler.h).
+struct RowTransformArgs {
+  const float* in = nullptr;  // [n_in_rows, in_dim] with row stride in_stride (floats)
+  float* out = nullptr;       // [n_rows, out_dim] with row stride out_stride; may not alias in
+  int64_t n_rows = 0;
+  int64_t n_in_rows = 0;  // rows of `in`; with source null it must be at least n_rows
+  int64_t in_stride = 0;
+  int64_t out_stride = 0;
+  RowTransformSet transforms = {};
+  const int32_t* transform = nullptr;  // [n_rows], each in [0, count); null: transform 0
+  const int32_t* source = nullptr;     // [n_rows], each in [0, n_in_rows); null: row i
+};
+
 struct PartialAttentionArgs {
   const float* q = nullptr;  // [n_q, n_heads, head_dim], row-major
   const void* k = nullptr;   // [n_kv, n_kv_heads, head_dim], kv_dtype
@@ -36,6 +72,10 @@ struct PartialAttentionArgs {
   float* o = nullptr;  // out: [n_q, n_heads, head_dim]
   float* m = nullptr;  // out: [n_q, n_heads]
   float* l = nullptr;  // out: [n_q, n_heads]
+  // Optional (n_rows 0: none): a row transform run by the same launch, for the querier's
+  // scrambled queries q′ = q·Φ^{-T} of the remote key blocks (in = q), which then cost no launch
+  // of their own. Independent of the attention; it may not write what the attention reads.
+  RowTransformArgs also_transform = {};
 };
 
 // Merges n_parts partials of the same rows into one partial (associative; merging the merged
@@ -50,29 +90,13 @@ struct MergeArgs {
   float* out_o = nullptr;  // [n_rows, head_dim]; may not alias the inputs
   float* out_m = nullptr;  // [n_rows]
   float* out_l = nullptr;  // [n_rows]
-};
-
-// How the orthogonal core of a row transform mixes a row (see RowTransform in scrambler.h).
-enum class RowMix : int32_t { kHadamard = 0, kMatrix = 1 };
-
-// y = post_scale ⊙ gather_post( mix( gather_pre( pre_scale ⊙ pad(x) ) ) ), truncated to out_dim.
-// gather_p(t)_j = t_{p[j]} (a null p is the identity). mix is the normalized Walsh–Hadamard
-// transform (dim a power of two) or t · matrix. Every row independently.
-struct RowTransformArgs {
-  const float* in = nullptr;  // [n_rows, in_dim] with row stride in_stride (floats)
-  float* out = nullptr;       // [n_rows, out_dim] with row stride out_stride; may not alias in
-  int64_t n_rows = 0;
-  int32_t in_dim = 0;   // <= dim; missing entries are zero
-  int32_t out_dim = 0;  // <= dim
-  int64_t in_stride = 0;
-  int64_t out_stride = 0;
-  int32_t dim = 0;
-  const float* pre_scale = nullptr;     // [dim]
-  const int32_t* pre_gather = nullptr;  // [dim] or null
-  RowMix mix = RowMix::kHadamard;
-  const float* matrix = nullptr;         // [dim, dim] row-major, kMatrix only
-  const int32_t* post_gather = nullptr;  // [dim] or null
-  const float* post_scale = nullptr;     // [dim]
+  // Optional, for the querier's merge of the compute node's partials with its own: part p's row
+  // r is o′ = o·Ψ and is merged as o′·Ψ⁻¹ = unscramble[unscramble_index[p·n_rows + r]](o′); an
+  // index of −1 marks a plain row. With unscramble_index set, o's rows are unscramble.in_dim
+  // wide (the padded width; a plain row uses its first head_dim columns) and unscramble.out_dim
+  // is head_dim. Scores are not scrambled, so m and l need nothing.
+  RowTransformSet unscramble = {};
+  const int32_t* unscramble_index = nullptr;  // [n_parts, n_rows], each in [−1, count), or null
 };
 
 // out row i = in row rows[i]: a row permutation (or any selection) of a [n_in, row_bytes] table.

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "attention/cpu/cpu_backend.h"
+#include "common/status_macros.h"
 #include "common/strings.h"
 #ifdef SILO_HAVE_CUDA
 #include "attention/cuda/cuda_backend.h"
@@ -20,6 +21,30 @@ absl::Status Invalid(std::string_view op, std::string_view what) {
 }
 
 bool IsPowerOfTwo(int32_t n) { return n > 0 && (n & (n - 1)) == 0; }
+
+// The widest rows a merge unscrambles (the CUDA kernel holds two per warp in shared memory);
+// the head dims of real models pad to at most 256.
+constexpr int32_t kMaxUnscrambleDim = 512;
+
+absl::Status ValidateRowTransformSet(std::string_view op, const RowTransformSet& t) {
+  if (t.count <= 0) return Invalid(op, StrCat("transform count must be positive, is ", t.count));
+  if (t.dim <= 0 || t.dim > kMaxHeadDim) {
+    return Invalid(op, StrCat("dim ", t.dim, " is outside [1, ", kMaxHeadDim, "]"));
+  }
+  if (t.mix == RowMix::kHadamard && !IsPowerOfTwo(t.dim)) {
+    return Invalid(op, StrCat("the Hadamard mix needs a power-of-two dim, not ", t.dim));
+  }
+  if (t.mix != RowMix::kHadamard && t.mix != RowMix::kMatrix) return Invalid(op, "unknown mix");
+  if (t.mix == RowMix::kMatrix && t.matrix == nullptr) return Invalid(op, "matrix is null");
+  if (t.in_dim <= 0 || t.in_dim > t.dim || t.out_dim <= 0 || t.out_dim > t.dim) {
+    return Invalid(op, StrCat("in_dim ", t.in_dim, " and out_dim ", t.out_dim,
+                              " must be in [1, dim = ", t.dim, "]"));
+  }
+  if (t.pre_scale == nullptr || t.post_scale == nullptr) {
+    return Invalid(op, "a transform's scales are null");
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -89,6 +114,7 @@ absl::Status ValidatePartialAttention(const PartialAttentionArgs& a) {
       (a.n_kv > 0 && (a.k == nullptr || a.v == nullptr))) {
     return Invalid(kOp, "a tensor pointer is null");
   }
+  if (a.also_transform.n_rows > 0) SILO_RETURN_IF_ERROR(ValidateTransformRows(a.also_transform));
   return absl::OkStatus();
 }
 
@@ -103,29 +129,32 @@ absl::Status ValidateMerge(const MergeArgs& a) {
       a.out_m == nullptr || a.out_l == nullptr) {
     return Invalid(kOp, "a tensor pointer is null");
   }
+  if (a.unscramble_index != nullptr) {
+    SILO_RETURN_IF_ERROR(ValidateRowTransformSet(kOp, a.unscramble));
+    if (a.unscramble.out_dim != a.head_dim || a.unscramble.in_dim < a.head_dim ||
+        a.unscramble.dim > kMaxUnscrambleDim) {
+      return Invalid(kOp,
+                     StrCat("unscrambling ", a.unscramble.in_dim, " of ", a.unscramble.dim,
+                            " columns to ", a.unscramble.out_dim, " needs out_dim = head_dim (",
+                            a.head_dim, ") <= in_dim and dim <= ", kMaxUnscrambleDim));
+    }
+  }
   return absl::OkStatus();
 }
 
 absl::Status ValidateTransformRows(const RowTransformArgs& a) {
   constexpr std::string_view kOp = "row transform";
-  if (a.dim <= 0 || a.dim > kMaxHeadDim) {
-    return Invalid(kOp, StrCat("dim ", a.dim, " is outside [1, ", kMaxHeadDim, "]"));
+  SILO_RETURN_IF_ERROR(ValidateRowTransformSet(kOp, a.transforms));
+  if (a.n_rows < 0 || a.n_in_rows < 0 || a.in_stride < a.transforms.in_dim ||
+      a.out_stride < a.transforms.out_dim) {
+    return Invalid(kOp, "a row count is negative or a row stride is shorter than its row");
   }
-  if (a.mix == RowMix::kHadamard && !IsPowerOfTwo(a.dim)) {
-    return Invalid(kOp, StrCat("the Hadamard mix needs a power-of-two dim, not ", a.dim));
+  if (a.source == nullptr && a.n_in_rows < a.n_rows) {
+    return Invalid(kOp, StrCat("without source rows, in needs n_rows (", a.n_rows,
+                               ") rows, not n_in_rows ", a.n_in_rows));
   }
-  if (a.mix != RowMix::kHadamard && a.mix != RowMix::kMatrix) return Invalid(kOp, "unknown mix");
-  if (a.mix == RowMix::kMatrix && a.matrix == nullptr) return Invalid(kOp, "matrix is null");
-  if (a.in_dim <= 0 || a.in_dim > a.dim || a.out_dim <= 0 || a.out_dim > a.dim) {
-    return Invalid(kOp, StrCat("in_dim ", a.in_dim, " and out_dim ", a.out_dim,
-                               " must be in [1, dim = ", a.dim, "]"));
-  }
-  if (a.n_rows < 0 || a.in_stride < a.in_dim || a.out_stride < a.out_dim) {
-    return Invalid(kOp, "n_rows is negative or a row stride is shorter than its row");
-  }
-  if (a.pre_scale == nullptr || a.post_scale == nullptr ||
-      (a.n_rows > 0 && (a.in == nullptr || a.out == nullptr))) {
-    return Invalid(kOp, "a tensor pointer is null");
+  if (a.n_rows > 0 && (a.in == nullptr || a.out == nullptr || a.n_in_rows == 0)) {
+    return Invalid(kOp, "a tensor pointer is null or in has no rows");
   }
   return absl::OkStatus();
 }

@@ -159,61 +159,98 @@ std::vector<int32_t> InversePermutation(const std::vector<int32_t>& permutation)
 
 namespace {
 
-template <typename T>
-absl::StatusOr<BackendBuffer> UploadVector(AttentionBackend& backend, const std::vector<T>& v) {
-  if (v.empty()) return BackendBuffer();
-  SILO_ASSIGN_OR_RETURN(BackendBuffer buffer, backend.Allocate(v.size() * sizeof(T)));
-  SILO_RETURN_IF_ERROR(backend.CopyIn(buffer.data(), v.data(), v.size() * sizeof(T)));
-  return buffer;
-}
+// The parameters of a set of transforms, stacked on the host before they are uploaded.
+struct RowTransformStack {
+  std::vector<float> pre_scale, matrix, post_scale;
+  std::vector<int32_t> pre_gather, post_gather;
+};
 
 }  // namespace
 
 absl::StatusOr<BackendRowTransform> BackendRowTransform::Upload(AttentionBackend& backend,
-                                                                const RowTransform& t) {
+                                                                const RowTransform& transform) {
+  const RowTransform* one[] = {&transform};
+  return UploadSet(backend, one);
+}
+
+absl::StatusOr<BackendRowTransform> BackendRowTransform::UploadSet(
+    AttentionBackend& backend, std::span<const RowTransform* const> transforms) {
+  if (transforms.empty()) return absl::InvalidArgumentError("row transform: an empty set");
   // The parameters index rows on the device: check them here, where they are still on the host.
-  const size_t dim = t.dim > 0 ? static_cast<size_t>(t.dim) : 0;
-  auto valid_gather = [&](const std::vector<int32_t>& gather) {
-    if (gather.empty()) return true;
-    if (gather.size() != dim) return false;
+  const RowTransform& first = *transforms.front();
+  const size_t dim = first.dim > 0 ? static_cast<size_t>(first.dim) : 0;
+  auto valid_gather = [&](const std::vector<int32_t>& gather, bool present) {
+    if (gather.empty()) return !present;
+    if (gather.size() != dim || !present) return false;
     return std::all_of(gather.begin(), gather.end(), [&](int32_t index) {
       return index >= 0 && static_cast<size_t>(index) < dim;
     });
   };
-  if (dim == 0 || t.pre_scale.size() != dim || t.post_scale.size() != dim ||
-      !valid_gather(t.pre_gather) || !valid_gather(t.post_gather) ||
-      (t.mix == RowMix::kMatrix && t.matrix.size() != dim * dim)) {
-    return absl::InvalidArgumentError(
-        StrCat("row transform: parameters do not match dim ", t.dim,
-               " (scales of dim entries, gathers empty or dim indices in [0, dim), matrix dim²)"));
+  RowTransformStack stack;
+  for (const RowTransform* t : transforms) {
+    if (dim == 0 || t->dim != first.dim || t->in_dim != first.in_dim ||
+        t->out_dim != first.out_dim || t->mix != first.mix || t->pre_scale.size() != dim ||
+        t->post_scale.size() != dim || !valid_gather(t->pre_gather, !first.pre_gather.empty()) ||
+        !valid_gather(t->post_gather, !first.post_gather.empty()) ||
+        (t->mix == RowMix::kMatrix && t->matrix.size() != dim * dim)) {
+      return absl::InvalidArgumentError(
+          StrCat("row transform: parameters do not match dim ", first.dim,
+                 " (one shape and mix for the set, scales of dim entries, gathers empty in all or"
+                 " of dim indices in [0, dim), matrix dim²)"));
+    }
+    stack.pre_scale.insert(stack.pre_scale.end(), t->pre_scale.begin(), t->pre_scale.end());
+    stack.pre_gather.insert(stack.pre_gather.end(), t->pre_gather.begin(), t->pre_gather.end());
+    stack.matrix.insert(stack.matrix.end(), t->matrix.begin(), t->matrix.end());
+    stack.post_gather.insert(stack.post_gather.end(), t->post_gather.begin(), t->post_gather.end());
+    stack.post_scale.insert(stack.post_scale.end(), t->post_scale.begin(), t->post_scale.end());
   }
+  // One buffer for all of them (floats and int32s alike): one allocation, and one page for a
+  // kernel to look up, instead of five.
+  const size_t n_scale = stack.pre_scale.size();
+  const size_t n_pre_gather = stack.pre_gather.size();
+  const size_t n_post_gather = stack.post_gather.size();
+  const size_t n_matrix = stack.matrix.size();
+  const size_t words = 2 * n_scale + n_pre_gather + n_post_gather + n_matrix;
   BackendRowTransform uploaded;
-  SILO_ASSIGN_OR_RETURN(uploaded.pre_scale_, UploadVector(backend, t.pre_scale));
-  SILO_ASSIGN_OR_RETURN(uploaded.pre_gather_, UploadVector(backend, t.pre_gather));
-  SILO_ASSIGN_OR_RETURN(uploaded.matrix_, UploadVector(backend, t.matrix));
-  SILO_ASSIGN_OR_RETURN(uploaded.post_gather_, UploadVector(backend, t.post_gather));
-  SILO_ASSIGN_OR_RETURN(uploaded.post_scale_, UploadVector(backend, t.post_scale));
-  RowTransformArgs& args = uploaded.args_;
-  args.in_dim = t.in_dim;
-  args.out_dim = t.out_dim;
-  args.dim = t.dim;
-  args.mix = t.mix;
-  args.pre_scale = uploaded.pre_scale_.as<float>();
-  args.pre_gather = uploaded.pre_gather_.as<int32_t>();
-  args.matrix = uploaded.matrix_.as<float>();
-  args.post_gather = uploaded.post_gather_.as<int32_t>();
-  args.post_scale = uploaded.post_scale_.as<float>();
+  SILO_ASSIGN_OR_RETURN(uploaded.parameters_, backend.Allocate(words * 4));
+  char* base = static_cast<char*>(uploaded.parameters_.data());
+  size_t offset = 0;
+  auto place = [&](const auto& values) -> absl::StatusOr<const void*> {
+    if (values.empty()) return nullptr;
+    void* at = base + offset;
+    SILO_RETURN_IF_ERROR(backend.CopyIn(at, values.data(), values.size() * 4));
+    offset += values.size() * 4;
+    return at;
+  };
+  RowTransformSet& set = uploaded.set_;
+  set.count = static_cast<int32_t>(transforms.size());
+  set.dim = first.dim;
+  set.in_dim = first.in_dim;
+  set.out_dim = first.out_dim;
+  set.mix = first.mix;
+  SILO_ASSIGN_OR_RETURN(const void* pre_scale, place(stack.pre_scale));
+  SILO_ASSIGN_OR_RETURN(const void* post_scale, place(stack.post_scale));
+  SILO_ASSIGN_OR_RETURN(const void* pre_gather, place(stack.pre_gather));
+  SILO_ASSIGN_OR_RETURN(const void* post_gather, place(stack.post_gather));
+  SILO_ASSIGN_OR_RETURN(const void* matrix, place(stack.matrix));
+  set.pre_scale = static_cast<const float*>(pre_scale);
+  set.post_scale = static_cast<const float*>(post_scale);
+  set.pre_gather = static_cast<const int32_t*>(pre_gather);
+  set.post_gather = static_cast<const int32_t*>(post_gather);
+  set.matrix = static_cast<const float*>(matrix);
   return uploaded;
 }
 
 absl::Status BackendRowTransform::Run(AttentionBackend& backend, const float* in, float* out,
                                       int64_t n_rows, int64_t in_stride, int64_t out_stride) const {
-  RowTransformArgs args = args_;
+  RowTransformArgs args;
   args.in = in;
   args.out = out;
   args.n_rows = n_rows;
-  args.in_stride = in_stride != 0 ? in_stride : args.in_dim;
-  args.out_stride = out_stride != 0 ? out_stride : args.out_dim;
+  args.n_in_rows = n_rows;
+  args.in_stride = in_stride != 0 ? in_stride : set_.in_dim;
+  args.out_stride = out_stride != 0 ? out_stride : set_.out_dim;
+  args.transforms = set_;
   return backend.TransformRows(args);
 }
 

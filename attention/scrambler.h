@@ -20,6 +20,7 @@
 #define SILO_ATTENTION_SCRAMBLER_H_
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -36,7 +37,7 @@ struct ScramblerOptions {
   double max_scale = 2.0;  // >= 1
 };
 
-// Host copy of one row transform's parameters (see RowTransformArgs).
+// Host copy of one row transform's parameters (see RowTransformSet).
 struct RowTransform {
   int32_t dim = 0;
   int32_t in_dim = 0;
@@ -75,13 +76,21 @@ std::vector<int32_t> RowPermutation(const Seed& seed, int32_t n_rows);
 // The inverse permutation: original row j is scrambled row inverse[j].
 std::vector<int32_t> InversePermutation(const std::vector<int32_t>& permutation);
 
-// A RowTransform's parameters in a backend's memory, ready to run on rows there.
+// The parameters of one RowTransform, or of a set of them of one shape (RowTransformSet), in a
+// backend's memory, ready to run on rows there.
 class BackendRowTransform {
  public:
   static absl::StatusOr<BackendRowTransform> Upload(AttentionBackend& backend,
                                                     const RowTransform& transform);
+  // Transform t of the set is transforms[t]. InvalidArgument for an empty set or transforms of
+  // different dims, mixes or gathers.
+  static absl::StatusOr<BackendRowTransform> UploadSet(
+      AttentionBackend& backend, std::span<const RowTransform* const> transforms);
 
-  // Runs the transform on n_rows rows: in [n_rows, in_dim] → out [n_rows, out_dim], with the
+  // For RowTransformArgs and MergeArgs::unscramble; valid while this object lives.
+  const RowTransformSet& set() const { return set_; }
+
+  // Runs transform 0 on n_rows rows: in [n_rows, in_dim] → out [n_rows, out_dim], with the
   // given row strides in floats (0: packed). Pointers in the backend's memory.
   absl::Status Run(AttentionBackend& backend, const float* in, float* out, int64_t n_rows,
                    int64_t in_stride = 0, int64_t out_stride = 0) const;
@@ -89,8 +98,8 @@ class BackendRowTransform {
  private:
   BackendRowTransform() = default;
 
-  RowTransformArgs args_;  // parameter pointers into the buffers below
-  BackendBuffer pre_scale_, pre_gather_, matrix_, post_gather_, post_scale_;
+  RowTransformSet set_;       // parameter pointers into parameters_
+  BackendBuffer parameters_;  // every array of set_, one after the other
 };
 
 }  // namespace silo::attention

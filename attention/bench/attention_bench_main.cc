@@ -4,14 +4,19 @@
 //
 // Decode partial attention (1 query row, 32 heads, 8 KV heads, head_dim 128, f16 K/V) at
 // n_kv = 4096 and 32768: time per call and bandwidth = bytes of K and V read / time. Inputs rotate
-// over enough copies to exceed the GPU's L2 cache, so the figures are DRAM figures. Then the cost
-// of scrambling for one decode step beside that step's attention (key_scope session, block with
-// 64-row blocks, and the dense mixer), and the rate of scrambling K′/V′ for 4096 tokens.
+// over enough copies to exceed the GPU's L2 cache, so the figures are DRAM figures. Then the
+// querier's step (its local partial at n_kv 4096 and the merge with the compute node's partials)
+// plain and scrambled, the scrambling fused into those two launches and in launches of its own
+// (key_scope session, block with 64-row blocks, and the dense mixer), and the rate of scrambling
+// K′/V′ for 4096 tokens.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <functional>
+#include <iterator>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -88,6 +93,159 @@ PartialAttentionArgs DecodeArgs(const DecodeInputs& in, int n_kv, int copy) {
   return args;
 }
 
+double Median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+struct QuerierSetting {
+  const char* name;
+  Mixer mixer;
+  int blocks;  // key blocks per KV head: 1 for session scope
+};
+
+// kQueryOnly and kOutputOnly: each half of kFused alone, to tell their costs apart.
+enum StepMode { kPlain, kFused, kQueryOnly, kOutputOnly, kSeparateLaunches };
+
+constexpr size_t kLocalKvBytes = 4096ull * kKvHeads * kHeadDim * 2;  // of K, or of V
+
+// One layer of the querier's decode step: partial attention over its own n_kv 4096 keys, and
+// the merge of that partial with the compute node's partials (one per key block), which come
+// scrambled. Scrambling adds q′ = q·Φ^{-T} for every (head, key block), each KV head and block
+// with its own Φ, and o = o′·Ψ⁻¹ of every remote partial. kFused: q′ written by the local
+// partial's launch and Ψ⁻¹ applied inside the merge; kSeparateLaunches: q′ and o by launches of
+// their own, before the plain merge.
+struct QuerierStep {
+  static constexpr int kLocalKeys = 4096;
+  DecodeInputs local;
+  std::vector<Scrambler> phi, psi;  // per (block, KV head)
+  std::optional<BackendRowTransform> query_transforms, output_transforms;
+  BackendBuffer query_transform_index, query_source, scrambled_q;
+  BackendBuffer parts_o, parts_m, parts_l, plain_o, unscramble_index;
+  BackendBuffer merged_o, merged_m, merged_l;
+  int blocks = 0;
+  int n_parts = 0;
+  int width = 0;
+
+  // `copies` of the local keys and values, rotated so that they are read from DRAM on a GPU.
+  static QuerierStep Create(AttentionBackend& backend, std::mt19937& rng,
+                            const QuerierSetting& setting, int copies) {
+    QuerierStep step;
+    step.blocks = setting.blocks;
+    step.n_parts = 1 + setting.blocks;
+    const size_t kv_bytes = kLocalKvBytes;
+    for (int c = 0; c < copies; ++c) {
+      step.local.k.push_back(Filled(backend, kv_bytes, rng, true));
+      step.local.v.push_back(Filled(backend, kv_bytes, rng, true));
+    }
+    step.local.q = Filled(backend, kHeads * kHeadDim * 4, rng, false);
+    std::vector<const RowTransform*> query, output;
+    for (int key = 0; key < setting.blocks * kKvHeads; ++key) {
+      Seed seed{};
+      seed[0] = static_cast<uint8_t>(key);
+      seed[1] = static_cast<uint8_t>(key >> 8);
+      step.phi.push_back(Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0})));
+      seed[2] = 1;
+      step.psi.push_back(Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0})));
+    }
+    for (int key = 0; key < setting.blocks * kKvHeads; ++key) {
+      query.push_back(&step.phi[key].inverse_transpose());
+      output.push_back(&step.psi[key].inverse());
+    }
+    step.query_transforms.emplace(Check(BackendRowTransform::UploadSet(backend, query)));
+    step.output_transforms.emplace(Check(BackendRowTransform::UploadSet(backend, output)));
+    // q′ row (block b, head h) reads q row h with the Φ of (b, h's KV head).
+    const int q_rows = setting.blocks * kHeads;
+    std::vector<int32_t> q_index(q_rows), q_source(q_rows);
+    for (int i = 0; i < q_rows; ++i) {
+      q_source[i] = i % kHeads;
+      q_index[i] = (i / kHeads) * kKvHeads + q_source[i] / (kHeads / kKvHeads);
+    }
+    step.query_transform_index = Uploaded(backend, q_index);
+    step.query_source = Uploaded(backend, q_source);
+    step.scrambled_q = Check(backend.Allocate(q_rows * kHeadDim * 4));
+    // Part 0 is the local partial, part 1 + b the compute node's for key block b.
+    step.width = step.phi[0].dim();
+    step.parts_o = Filled(backend, step.n_parts * kHeads * step.width * 4, rng, false);
+    step.plain_o = Check(backend.Allocate(step.n_parts * kHeads * step.width * 4));
+    step.parts_m = Filled(backend, step.n_parts * kHeads * 4, rng, false);
+    std::vector<float> ones(step.n_parts * kHeads, 1.0f);
+    step.parts_l = Uploaded(backend, ones);
+    std::vector<int32_t> index(step.n_parts * kHeads, -1);
+    for (int b = 0; b < setting.blocks; ++b) {
+      for (int h = 0; h < kHeads; ++h) {
+        index[(1 + b) * kHeads + h] = b * kKvHeads + h / (kHeads / kKvHeads);
+      }
+    }
+    step.unscramble_index = Uploaded(backend, index);
+    step.merged_o = Check(backend.Allocate(kHeads * kHeadDim * 4));
+    step.merged_m = Check(backend.Allocate(kHeads * 4));
+    step.merged_l = Check(backend.Allocate(kHeads * 4));
+    return step;
+  }
+
+  template <typename T>
+  static BackendBuffer Uploaded(AttentionBackend& backend, const std::vector<T>& values) {
+    BackendBuffer buffer = Check(backend.Allocate(values.size() * sizeof(T)));
+    Check(backend.CopyIn(buffer.data(), values.data(), values.size() * sizeof(T)));
+    return buffer;
+  }
+
+  RowTransformArgs QueryScramble() const {
+    RowTransformArgs t;
+    t.in = local.q.as<float>();
+    t.out = scrambled_q.as<float>();
+    t.n_rows = static_cast<int64_t>(blocks) * kHeads;
+    t.n_in_rows = kHeads;
+    t.in_stride = kHeadDim;
+    t.out_stride = kHeadDim;
+    t.transforms = query_transforms->set();
+    t.transform = query_transform_index.as<int32_t>();
+    t.source = query_source.as<int32_t>();
+    return t;
+  }
+
+  void Run(AttentionBackend& backend, StepMode mode, int iteration) {
+    PartialAttentionArgs attention =
+        DecodeArgs(local, kLocalKeys, iteration % static_cast<int>(local.k.size()));
+    // Part 0 (width == head_dim at head_dim 128).
+    attention.o = mode == kSeparateLaunches ? plain_o.as<float>() : parts_o.as<float>();
+    attention.m = parts_m.as<float>();
+    attention.l = parts_l.as<float>();
+    if (mode == kFused || mode == kQueryOnly) attention.also_transform = QueryScramble();
+    if (mode == kSeparateLaunches) Check(backend.TransformRows(QueryScramble()));
+    Check(backend.PartialAttention(attention));
+    MergeArgs merge{.o = parts_o.as<float>(),
+                    .m = parts_m.as<float>(),
+                    .l = parts_l.as<float>(),
+                    .n_parts = n_parts,
+                    .n_rows = kHeads,
+                    .head_dim = kHeadDim,
+                    .out_o = merged_o.as<float>(),
+                    .out_m = merged_m.as<float>(),
+                    .out_l = merged_l.as<float>()};
+    if (mode == kFused || mode == kOutputOnly) {
+      merge.unscramble = output_transforms->set();
+      merge.unscramble_index = unscramble_index.as<int32_t>();
+    }
+    if (mode == kSeparateLaunches) {
+      // The remote parts' o through their Ψ⁻¹ in one launch, after the local part in plain_o.
+      const int64_t local_floats = static_cast<int64_t>(kHeads) * width;
+      RowTransformArgs t;
+      t.in = parts_o.as<float>() + local_floats;
+      t.out = plain_o.as<float>() + local_floats;
+      t.n_rows = static_cast<int64_t>(blocks) * kHeads;
+      t.n_in_rows = t.n_rows;
+      t.in_stride = t.out_stride = width;
+      t.transforms = output_transforms->set();
+      t.transform = unscramble_index.as<int32_t>() + kHeads;
+      Check(backend.TransformRows(t));
+      merge.o = plain_o.as<float>();
+    }
+    Check(backend.MergePartials(merge));
+  }
+};
+
 int Main(int argc, char** argv) {
   BackendKind kind = BackendKind::kCpu;
   int iterations = 0;
@@ -116,7 +274,6 @@ int Main(int argc, char** argv) {
               backend->name().data(), static_cast<long>(kHeads), static_cast<long>(kKvHeads),
               static_cast<long>(kHeadDim));
   std::printf("%-44s %12s %14s\n", "op", "time (us)", "rate (GB/s)");
-  double step_seconds_4096 = 0;
   for (const int n_kv : {4096, 32768}) {
     const size_t kv_bytes = static_cast<size_t>(n_kv) * kKvHeads * kHeadDim * 2;
     const int copies =
@@ -133,51 +290,45 @@ int Main(int argc, char** argv) {
     const double seconds = TimePerCall(*backend, iterations, [&](int i) {
       Check(backend->PartialAttention(DecodeArgs(in, n_kv, i % copies)));
     });
-    if (n_kv == 4096) step_seconds_4096 = seconds;
     std::printf("%-44s %12.2f %14.1f\n",
                 (std::string("decode partial attention, n_kv ") + std::to_string(n_kv)).c_str(),
                 seconds * 1e6, 2.0 * kv_bytes / seconds / 1e9);
   }
 
-  // Scrambling one decode step: q' for every head (and block), o back for every head (and
-  // block), and for blocks the merge of their partials.
-  Seed seed{};
-  seed[0] = 7;
-  struct Setting {
-    const char* name;
-    Mixer mixer;
-    int blocks;  // key blocks per KV head: 1 for session scope
-  };
-  for (const Setting setting : {Setting{"session, sphps", Mixer::kSphps, 1},
-                                Setting{"block (64 rows), sphps", Mixer::kSphps, 4096 / 64},
-                                Setting{"session, dense", Mixer::kDense, 1}}) {
-    const Scrambler scrambler = Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0}));
-    const BackendRowTransform q_transform =
-        Check(BackendRowTransform::Upload(*backend, scrambler.inverse_transpose()));
-    const BackendRowTransform o_transform =
-        Check(BackendRowTransform::Upload(*backend, scrambler.inverse()));
-    const int64_t rows = static_cast<int64_t>(kHeads) * setting.blocks;
-    BackendBuffer in = Filled(*backend, rows * kHeadDim * 4, rng, false);
-    BackendBuffer out = Check(backend->Allocate(rows * kHeadDim * 4));
-    BackendBuffer merged = Check(backend->Allocate(kHeads * kHeadDim * 4));
-    BackendBuffer stats = Filled(*backend, rows * 4, rng, false);
-    BackendBuffer merged_stats = Check(backend->Allocate(2 * kHeads * 4));
-    const double seconds = TimePerCall(*backend, iterations, [&](int) {
-      Check(q_transform.Run(*backend, in.as<float>(), out.as<float>(), rows));
-      Check(o_transform.Run(*backend, out.as<float>(), in.as<float>(), rows));
-      if (setting.blocks > 1) {
-        Check(backend->MergePartials(
-            {in.as<float>(), stats.as<float>(), stats.as<float>(), setting.blocks, kHeads, kHeadDim,
-             merged.as<float>(), merged_stats.as<float>(), merged_stats.as<float>() + kHeads}));
+  // The querier's decode step at n_kv 4096: its local partial attention and the merge of that
+  // partial with the compute node's, plain and with scrambling: q′ for every head (and key
+  // block) written by the local partial's launch, o′ unscrambled inside the merge.
+  for (const QuerierSetting setting :
+       {QuerierSetting{"session sphps", Mixer::kSphps, 1},
+        QuerierSetting{"block 64 rows sphps", Mixer::kSphps, 4096 / 64},
+        QuerierSetting{"session dense", Mixer::kDense, 1}}) {
+    QuerierStep step = QuerierStep::Create(
+        *backend, rng, setting, gpu ? static_cast<int>(kL2Bytes / (2 * kLocalKvBytes) + 1) : 1);
+    // Alternating rounds, the median of each: the differences are a few percent of the step.
+    constexpr StepMode kModes[] = {kPlain, kFused, kQueryOnly, kOutputOnly, kSeparateLaunches};
+    std::vector<double> rounds[std::size(kModes)];
+    for (int round = 0; round < 7; ++round) {
+      for (size_t i = 0; i < std::size(kModes); ++i) {
+        rounds[i].push_back(TimePerCall(*backend, iterations,
+                                        [&](int call) { step.Run(*backend, kModes[i], call); }));
       }
-    });
-    std::printf("%-44s %12.2f %13.1f%% of the n_kv 4096 step\n",
-                (std::string("scramble q + unscramble o: ") + setting.name).c_str(), seconds * 1e6,
-                100.0 * seconds / step_seconds_4096);
+    }
+    const double plain = Median(rounds[0]);
+    std::printf("%-44s %12.2f\n", (std::string("querier step n_kv 4096, ") + setting.name).c_str(),
+                plain * 1e6);
+    const char* labels[] = {nullptr, "  + scrambling, fused", "    q' alone, in the local partial",
+                            "    o alone, in the merge", "  + scrambling, in launches of its own"};
+    for (size_t i = 1; i < std::size(kModes); ++i) {
+      const double seconds = Median(rounds[i]);
+      std::printf("%-44s %12.2f %13.1f%% of the plain step\n", labels[i], seconds * 1e6,
+                  100.0 * (seconds - plain) / plain);
+    }
   }
 
   // Owner side: K' = Π·K·Φ and V' = Π·V·Ψ for 4096 tokens × 8 KV heads (f32 rows in and out).
   {
+    Seed seed{};
+    seed[0] = 7;
     const Scrambler phi = Check(Scrambler::Create(kHeadDim, seed, {}));
     const BackendRowTransform forward = Check(BackendRowTransform::Upload(*backend, phi.forward()));
     const int64_t rows = 4096LL * kKvHeads;

@@ -77,6 +77,50 @@ void Hadamard(float* x, int32_t n) {
   for (int32_t i = 0; i < n; ++i) x[i] *= norm;
 }
 
+// Transform `index` of the set on one row: in [in_dim] → out [out_dim]. t and u: dim floats of
+// scratch.
+void TransformRow(const RowTransformSet& set, int32_t index, const float* in, float* out,
+                  std::vector<float>& t, std::vector<float>& u) {
+  const int32_t n = set.dim;
+  const int64_t offset = static_cast<int64_t>(index) * n;
+  const float* pre_scale = set.pre_scale + offset;
+  const int32_t* pre_gather = set.pre_gather != nullptr ? set.pre_gather + offset : nullptr;
+  const int32_t* post_gather = set.post_gather != nullptr ? set.post_gather + offset : nullptr;
+  const float* post_scale = set.post_scale + offset;
+  for (int32_t c = 0; c < n; ++c) t[c] = c < set.in_dim ? in[c] * pre_scale[c] : 0.0f;
+  for (int32_t c = 0; c < n; ++c) u[c] = pre_gather != nullptr ? t[pre_gather[c]] : t[c];
+  if (set.mix == RowMix::kHadamard) {
+    Hadamard(u.data(), n);
+  } else {
+    const float* matrix = set.matrix + offset * n;
+    for (int32_t c = 0; c < n; ++c) {
+      float sum = 0;
+      for (int32_t k = 0; k < n; ++k) sum += u[k] * matrix[static_cast<int64_t>(k) * n + c];
+      t[c] = sum;
+    }
+    u.swap(t);
+  }
+  for (int32_t c = 0; c < set.out_dim; ++c) {
+    out[c] = (post_gather != nullptr ? u[post_gather[c]] : u[c]) * post_scale[c];
+  }
+}
+
+// InvalidArgument unless every gather entry of the set lies in [0, dim): the CUDA kernels cannot
+// check them, the CPU reference does.
+absl::Status CheckGathers(std::string_view op, const RowTransformSet& set) {
+  const int64_t n = static_cast<int64_t>(set.count) * set.dim;
+  for (const int32_t* gather : {set.pre_gather, set.post_gather}) {
+    if (gather == nullptr) continue;
+    for (int64_t i = 0; i < n; ++i) {
+      if (gather[i] < 0 || gather[i] >= set.dim) {
+        return absl::InvalidArgumentError(
+            StrCat(op, ": gather entry ", gather[i], " is outside [0, ", set.dim, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<BackendBuffer> CpuBackend::Allocate(size_t bytes) {
@@ -102,6 +146,7 @@ absl::Status CpuBackend::CopyOut(void* host_dst, const void* backend_src, size_t
 
 absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
   SILO_RETURN_IF_ERROR(ValidatePartialAttention(a));
+  if (a.also_transform.n_rows > 0) SILO_RETURN_IF_ERROR(TransformRows(a.also_transform));
   const int32_t group = a.n_heads / a.n_kv_heads;
   const int32_t d = a.head_dim;
   const int32_t rows = a.n_q * group;  // query rows × heads that read one KV head
@@ -175,6 +220,19 @@ absl::Status CpuBackend::PartialAttention(const PartialAttentionArgs& a) {
 absl::Status CpuBackend::MergePartials(const MergeArgs& a) {
   SILO_RETURN_IF_ERROR(ValidateMerge(a));
   const int32_t d = a.head_dim;
+  const bool unscrambling = a.unscramble_index != nullptr;
+  const int64_t width = unscrambling ? a.unscramble.in_dim : d;  // of o's rows
+  if (unscrambling) {
+    SILO_RETURN_IF_ERROR(CheckGathers("merge", a.unscramble));
+    for (int64_t i = 0; i < static_cast<int64_t>(a.n_parts) * a.n_rows; ++i) {
+      if (a.unscramble_index[i] < -1 || a.unscramble_index[i] >= a.unscramble.count) {
+        return absl::InvalidArgumentError(StrCat("merge: unscramble index ",
+                                                 a.unscramble_index[i], " is outside [-1, ",
+                                                 a.unscramble.count, ")"));
+      }
+    }
+  }
+  std::vector<float> t(unscrambling ? a.unscramble.dim : 0), u(t.size()), plain(d);
   for (int32_t r = 0; r < a.n_rows; ++r) {
     float m = kNegInf;
     for (int32_t p = 0; p < a.n_parts; ++p) {
@@ -190,7 +248,11 @@ absl::Status CpuBackend::MergePartials(const MergeArgs& a) {
         if (!(a.l[part_row] > 0)) continue;  // empty part (also guards m = -inf)
         const float weight = a.l[part_row] * std::exp(a.m[part_row] - m);
         l += weight;
-        const float* o = a.o + part_row * d;
+        const float* o = a.o + part_row * width;
+        if (unscrambling && a.unscramble_index[part_row] >= 0) {
+          TransformRow(a.unscramble, a.unscramble_index[part_row], o, plain.data(), t, u);
+          o = plain.data();
+        }
         for (int32_t c = 0; c < d; ++c) out[c] += weight * o[c];
       }
       for (int32_t c = 0; c < d; ++c) out[c] /= l;
@@ -203,26 +265,21 @@ absl::Status CpuBackend::MergePartials(const MergeArgs& a) {
 
 absl::Status CpuBackend::TransformRows(const RowTransformArgs& a) {
   SILO_RETURN_IF_ERROR(ValidateTransformRows(a));
-  const int32_t n = a.dim;
-  std::vector<float> t(n), u(n);
+  SILO_RETURN_IF_ERROR(CheckGathers("row transform", a.transforms));
   for (int64_t r = 0; r < a.n_rows; ++r) {
-    const float* in = a.in + r * a.in_stride;
-    for (int32_t c = 0; c < n; ++c) t[c] = c < a.in_dim ? in[c] * a.pre_scale[c] : 0.0f;
-    for (int32_t c = 0; c < n; ++c) u[c] = a.pre_gather != nullptr ? t[a.pre_gather[c]] : t[c];
-    if (a.mix == RowMix::kHadamard) {
-      Hadamard(u.data(), n);
-    } else {
-      for (int32_t c = 0; c < n; ++c) {
-        float sum = 0;
-        for (int32_t k = 0; k < n; ++k) sum += u[k] * a.matrix[static_cast<int64_t>(k) * n + c];
-        t[c] = sum;
-      }
-      u.swap(t);
+    const int64_t source = a.source != nullptr ? a.source[r] : r;
+    const int32_t index = a.transform != nullptr ? a.transform[r] : 0;
+    if (source < 0 || source >= a.n_in_rows || index < 0 || index >= a.transforms.count) {
+      return absl::InvalidArgumentError(StrCat("row transform: row ", r, " reads row ", source,
+                                               " of ", a.n_in_rows, " with transform ", index,
+                                               " of ", a.transforms.count));
     }
-    float* out = a.out + r * a.out_stride;
-    for (int32_t c = 0; c < a.out_dim; ++c) {
-      out[c] = (a.post_gather != nullptr ? u[a.post_gather[c]] : u[c]) * a.post_scale[c];
-    }
+  }
+  std::vector<float> t(a.transforms.dim), u(a.transforms.dim);
+  for (int64_t r = 0; r < a.n_rows; ++r) {
+    const int64_t source = a.source != nullptr ? a.source[r] : r;
+    TransformRow(a.transforms, a.transform != nullptr ? a.transform[r] : 0,
+                 a.in + source * a.in_stride, a.out + r * a.out_stride, t, u);
   }
   return absl::OkStatus();
 }

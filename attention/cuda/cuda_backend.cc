@@ -88,7 +88,12 @@ class CudaBackend final : public AttentionBackend {
 
   absl::Status MergePartials(const MergeArgs& args) override {
     SILO_RETURN_IF_ERROR(ValidateMerge(args));
-    return CudaStatus(cuda::LaunchMerge(args, stream_), "merge");
+    if (args.unscramble_index != nullptr && args.unscramble.dim > cuda::kMaxUnscrambleDim) {
+      return absl::InvalidArgumentError(StrCat("cuda merge: unscrambling rows of ",
+                                               args.unscramble.dim, " columns (at most ",
+                                               cuda::kMaxUnscrambleDim, ")"));
+    }
+    return CudaStatus(cuda::LaunchMerge(args, nullptr, stream_), "merge");
   }
 
   absl::Status TransformRows(const RowTransformArgs& args) override {

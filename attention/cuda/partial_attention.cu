@@ -7,6 +7,7 @@
 #include "attention/cuda/decode_mma.cuh"
 #include "attention/cuda/merge.cuh"
 #include "attention/cuda/partial_attention.cuh"
+#include "attention/cuda/transform_rows.cuh"
 
 namespace silo::attention::cuda {
 namespace {
@@ -435,7 +436,9 @@ cudaError_t LaunchForHeadDim(const PartialAttentionArgs& a, const PartialAttenti
   if (!plan.split_kv) {
     const dim3 grid((a.n_q * group + kWarps - 1) / kWarps, a.n_kv_heads);
     TiledKernel<T, HEAD_DIM><<<grid, kThreads, 0, stream>>>(a, group);
-    return cudaGetLastError();
+    const cudaError_t error = cudaGetLastError();
+    if (error != cudaSuccess) return error;
+    return LaunchTransformRows(a.also_transform, stream);  // no merge to carry it
   }
   const int64_t total_rows = static_cast<int64_t>(a.n_q) * a.n_heads;
   SplitParams params{a, group, a.n_q * group, plan.keys_per_split, a.o, a.m, a.l};
@@ -450,7 +453,8 @@ cudaError_t LaunchForHeadDim(const PartialAttentionArgs& a, const PartialAttenti
           ? LaunchMmaDecodeSplits(a, group, plan.keys_per_split, plan.n_splits, params.o, params.m,
                                   params.l, stream)
           : LaunchSplitForRows<T, HEAD_DIM>(params, plan.n_splits, a.n_kv_heads, stream);
-  if (error != cudaSuccess || plan.n_splits == 1) return error;
+  if (error != cudaSuccess) return error;
+  if (plan.n_splits == 1) return LaunchTransformRows(a.also_transform, stream);
   MergeArgs merge;
   merge.o = params.o;
   merge.m = params.m;
@@ -461,7 +465,7 @@ cudaError_t LaunchForHeadDim(const PartialAttentionArgs& a, const PartialAttenti
   merge.out_o = a.o;
   merge.out_m = a.m;
   merge.out_l = a.l;
-  return LaunchMerge(merge, stream);
+  return LaunchMerge(merge, &a.also_transform, stream);
 }
 
 template <typename T>

@@ -9,7 +9,12 @@
 
 namespace silo::attention::cuda {
 
-// Arguments were validated by the caller. One row per warp, rows in shared memory.
+// Rows (warps) a block of the transform takes at `dim`: two rows of dim floats each in shared
+// memory, within 48 KiB.
+int TransformRowsPerBlock(int dim);
+
+// Arguments were validated by the caller. One row per warp, rows in shared memory; a row whose
+// source or transform index is out of range comes out as zeros.
 cudaError_t LaunchTransformRows(const RowTransformArgs& args, cudaStream_t stream);
 
 }  // namespace silo::attention::cuda

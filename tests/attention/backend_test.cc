@@ -158,21 +158,21 @@ TEST_P(BackendTest, PartialAttentionHandlesEmptyBlocksAndMaskedRows) {
   BackendBuffer o = AllocateFloats(*backend_, 64);
   BackendBuffer m = AllocateFloats(*backend_, 1);
   BackendBuffer l = AllocateFloats(*backend_, 1);
-  PartialAttentionArgs args{q_buffer.as<float>(),
-                            k_buffer.data(),
-                            k_buffer.data(),
-                            KvDType::kF32,
-                            qp.as<int32_t>(),
-                            kp.as<int32_t>(),
-                            1,
-                            4,
-                            1,
-                            1,
-                            64,
-                            0.125f,
-                            o.as<float>(),
-                            m.as<float>(),
-                            l.as<float>()};
+  PartialAttentionArgs args{.q = q_buffer.as<float>(),
+                            .k = k_buffer.data(),
+                            .v = k_buffer.data(),
+                            .kv_dtype = KvDType::kF32,
+                            .q_positions = qp.as<int32_t>(),
+                            .kv_positions = kp.as<int32_t>(),
+                            .n_q = 1,
+                            .n_kv = 4,
+                            .n_heads = 1,
+                            .n_kv_heads = 1,
+                            .head_dim = 64,
+                            .scale = 0.125f,
+                            .o = o.as<float>(),
+                            .m = m.as<float>(),
+                            .l = l.as<float>()};
   ASSERT_OK(backend_->PartialAttention(args));
   EXPECT_EQ(Download(*backend_, m, 1)[0], -kInf);
   EXPECT_EQ(Download(*backend_, l, 1)[0], 0.0f);
@@ -264,9 +264,15 @@ TEST_P(BackendTest, MergeOfSplitPartialsEqualsTheWhole) {
   BackendBuffer out_o = AllocateFloats(*backend_, kHeads * kDim);
   BackendBuffer out_m = AllocateFloats(*backend_, kHeads);
   BackendBuffer out_l = AllocateFloats(*backend_, kHeads);
-  ASSERT_OK(
-      backend_->MergePartials({o.as<float>(), m.as<float>(), l.as<float>(), kParts, kHeads, kDim,
-                               out_o.as<float>(), out_m.as<float>(), out_l.as<float>()}));
+  ASSERT_OK(backend_->MergePartials({.o = o.as<float>(),
+                                     .m = m.as<float>(),
+                                     .l = l.as<float>(),
+                                     .n_parts = kParts,
+                                     .n_rows = kHeads,
+                                     .head_dim = kDim,
+                                     .out_o = out_o.as<float>(),
+                                     .out_m = out_m.as<float>(),
+                                     .out_l = out_l.as<float>()}));
   const ReferencePartial expected =
       ReferenceAttention(q, k, v, 1, kNKv, kHeads, kHeads, kDim, scale);
   EXPECT_LE(RelativeError(Download(*backend_, out_o, kHeads * kDim), expected.o), 1e-5);
@@ -285,9 +291,15 @@ TEST_P(BackendTest, MergeHandlesAllEmptyAndDominatingParts) {
   BackendBuffer out_o = AllocateFloats(*backend_, 4);
   BackendBuffer out_m = AllocateFloats(*backend_, 2);
   BackendBuffer out_l = AllocateFloats(*backend_, 2);
-  ASSERT_OK(
-      backend_->MergePartials({o_buffer.as<float>(), m_buffer.as<float>(), l_buffer.as<float>(), 2,
-                               2, 2, out_o.as<float>(), out_m.as<float>(), out_l.as<float>()}));
+  ASSERT_OK(backend_->MergePartials({.o = o_buffer.as<float>(),
+                                     .m = m_buffer.as<float>(),
+                                     .l = l_buffer.as<float>(),
+                                     .n_parts = 2,
+                                     .n_rows = 2,
+                                     .head_dim = 2,
+                                     .out_o = out_o.as<float>(),
+                                     .out_m = out_m.as<float>(),
+                                     .out_l = out_l.as<float>()}));
   EXPECT_THAT(Download(*backend_, out_o, 4), ::testing::ElementsAre(0, 0, 5, 6));
   EXPECT_THAT(Download(*backend_, out_m, 2), ::testing::ElementsAre(-kInf, 1e4f));
   EXPECT_THAT(Download(*backend_, out_l, 2), ::testing::ElementsAre(0.0f, 2.0f));
@@ -312,6 +324,298 @@ TEST_P(BackendTest, TransformRowsMatchesTheCpuReference) {
                   1e-6)
             << "mixer " << static_cast<int>(mixer) << " head_dim " << head_dim;
       }
+    }
+  }
+}
+
+// The scramblers of `count` key blocks (seeds 1, 2, ...): one set per direction.
+std::vector<Scrambler> ScramblersOf(int count, int head_dim, Mixer mixer) {
+  std::vector<Scrambler> scramblers;
+  scramblers.reserve(count);
+  for (int i = 0; i < count; ++i) {
+    Seed seed{};
+    seed[0] = static_cast<uint8_t>(i + 1);
+    absl::StatusOr<Scrambler> scrambler = Scrambler::Create(head_dim, seed, {mixer, 2.0});
+    EXPECT_TRUE(scrambler.ok()) << scrambler.status();
+    scramblers.push_back(*std::move(scrambler));
+  }
+  return scramblers;
+}
+
+template <typename Direction>
+std::vector<const RowTransform*> TransformsOf(const std::vector<Scrambler>& scramblers,
+                                              Direction direction) {
+  std::vector<const RowTransform*> transforms;
+  transforms.reserve(scramblers.size());
+  for (const Scrambler& scrambler : scramblers) transforms.push_back(&(scrambler.*direction)());
+  return transforms;
+}
+
+// Row r of `rows` ([n, width]) as a vector of its first `n` columns.
+std::vector<float> RowOf(const std::vector<float>& rows, int width, int64_t r, int n) {
+  return {rows.begin() + r * width, rows.begin() + r * width + n};
+}
+
+TEST_P(BackendTest, TransformRowsRunsEachRowByItsOwnTransformAndSource) {
+  auto cpu = CreateBackend(BackendKind::kCpu);
+  ASSERT_OK(cpu);
+  std::mt19937 rng(11);
+  for (const Mixer mixer : {Mixer::kSphps, Mixer::kDense}) {
+    for (const int head_dim : {64, 80, 128}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "mixer " << static_cast<int>(mixer) << " head_dim " << head_dim);
+      const std::vector<Scrambler> scramblers = ScramblersOf(3, head_dim, mixer);
+      const std::vector<const RowTransform*> transforms =
+          TransformsOf(scramblers, &Scrambler::inverse_transpose);
+      ASSERT_OK_AND_ASSIGN(const BackendRowTransform set,
+                           BackendRowTransform::UploadSet(*backend_, transforms));
+      constexpr int kIn = 10, kOut = 25;
+      const std::vector<float> in = RandomFloats(rng, kIn * head_dim);
+      std::vector<int32_t> transform(kOut), source(kOut);
+      for (int i = 0; i < kOut; ++i) {
+        transform[i] = i % 3;
+        source[i] = (7 * i) % kIn;
+      }
+      const int32_t out_dim = transforms[0]->out_dim;
+      BackendBuffer in_buffer = Upload(*backend_, in);
+      BackendBuffer transform_buffer = Upload(*backend_, transform);
+      BackendBuffer source_buffer = Upload(*backend_, source);
+      BackendBuffer out = AllocateFloats(*backend_, kOut * out_dim);
+      RowTransformArgs args;
+      args.in = in_buffer.as<float>();
+      args.out = out.as<float>();
+      args.n_rows = kOut;
+      args.n_in_rows = kIn;
+      args.in_stride = head_dim;
+      args.out_stride = out_dim;
+      args.transforms = set.set();
+      args.transform = transform_buffer.as<int32_t>();
+      args.source = source_buffer.as<int32_t>();
+      ASSERT_OK(backend_->TransformRows(args));
+      const std::vector<float> actual = Download(*backend_, out, kOut * out_dim);
+      for (int i = 0; i < kOut; ++i) {
+        const std::vector<float> expected =
+            TransformOn(**cpu, *transforms[transform[i]], RowOf(in, head_dim, source[i], head_dim));
+        ASSERT_LE(RelativeError(RowOf(actual, out_dim, i, out_dim), expected), 1e-6) << "row " << i;
+      }
+    }
+  }
+}
+
+// Row indices live in the backend's memory: the CPU checks them, a CUDA kernel cannot return an
+// error and writes the row as zeros instead.
+TEST_P(BackendTest, TransformRowsOfAnOutOfRangeSource) {
+  ASSERT_OK_AND_ASSIGN(const Scrambler scrambler, Scrambler::Create(64, Seed{}, {}));
+  ASSERT_OK_AND_ASSIGN(const BackendRowTransform set,
+                       BackendRowTransform::Upload(*backend_, scrambler.forward()));
+  BackendBuffer in = Upload(*backend_, std::vector<float>(2 * 64, 1.0f));
+  BackendBuffer source = Upload(*backend_, std::vector<int32_t>{1, 2});
+  BackendBuffer out = Upload(*backend_, std::vector<float>(2 * 64, 5.0f));
+  RowTransformArgs args;
+  args.in = in.as<float>();
+  args.out = out.as<float>();
+  args.n_rows = 2;
+  args.n_in_rows = 2;
+  args.in_stride = args.out_stride = 64;
+  args.transforms = set.set();
+  args.source = source.as<int32_t>();
+  if (GetParam() == BackendKind::kCpu) {
+    EXPECT_THAT(backend_->TransformRows(args),
+                StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("reads row 2")));
+    return;
+  }
+  ASSERT_OK(backend_->TransformRows(args));
+  const std::vector<float> result = Download(*backend_, out, 2 * 64);
+  EXPECT_THAT(std::vector<float>(result.begin() + 64, result.end()), ::testing::Each(0.0f));
+  EXPECT_NE(result[0], 0.0f);
+}
+
+// The querier's merge of its own partial with the compute node's: parts 1 and 2 come scrambled
+// (o′ = o·Ψ, padded), each row by the Ψ of its key block; the fused merge equals the plain merge
+// of the plain partials.
+TEST_P(BackendTest, MergeUnscramblesScrambledParts) {
+  auto cpu = CreateBackend(BackendKind::kCpu);
+  ASSERT_OK(cpu);
+  std::mt19937 rng(13);
+  for (const Mixer mixer : {Mixer::kSphps, Mixer::kDense}) {
+    for (const int head_dim : {64, 80, 128}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "mixer " << static_cast<int>(mixer) << " head_dim " << head_dim);
+      constexpr int kParts = 3, kRows = 6, kKeys = 4;
+      const std::vector<Scrambler> scramblers = ScramblersOf(kKeys, head_dim, mixer);
+      ASSERT_OK_AND_ASSIGN(
+          const BackendRowTransform unscramble,
+          BackendRowTransform::UploadSet(*backend_, TransformsOf(scramblers, &Scrambler::inverse)));
+      const int width = scramblers[0].dim();
+      const std::vector<float> plain = RandomFloats(rng, kParts * kRows * head_dim);
+      std::vector<float> m = RandomFloats(rng, kParts * kRows);
+      std::vector<float> l(kParts * kRows);
+      for (float& value : l) value = std::uniform_real_distribution<float>(0.5f, 3.0f)(rng);
+      l[1 * kRows + 2] = 0;  // an empty scrambled part row
+      m[1 * kRows + 2] = -kInf;
+      std::vector<int32_t> index(kParts * kRows, -1);
+      std::vector<float> wire = RandomFloats(rng, kParts * kRows * width);  // garbage past head_dim
+      for (int p = 0; p < kParts; ++p) {
+        for (int r = 0; r < kRows; ++r) {
+          const int part_row = p * kRows + r;
+          const std::vector<float> row = RowOf(plain, head_dim, part_row, head_dim);
+          if (p == 0) {
+            std::copy(row.begin(), row.end(), wire.begin() + part_row * width);
+            continue;
+          }
+          index[part_row] = (p - 1) * 2 + r % 2;
+          const std::vector<float> scrambled =
+              TransformOn(**cpu, scramblers[index[part_row]].forward(), row);
+          std::copy(scrambled.begin(), scrambled.end(), wire.begin() + part_row * width);
+        }
+      }
+      auto merge = [&](AttentionBackend& backend, const std::vector<float>& o, bool unscrambling,
+                       const BackendRowTransform* set) {
+        BackendBuffer o_buffer = Upload(backend, o);
+        BackendBuffer m_buffer = Upload(backend, m);
+        BackendBuffer l_buffer = Upload(backend, l);
+        BackendBuffer index_buffer = Upload(backend, index);
+        BackendBuffer out_o = AllocateFloats(backend, kRows * head_dim);
+        BackendBuffer out_m = AllocateFloats(backend, kRows);
+        BackendBuffer out_l = AllocateFloats(backend, kRows);
+        MergeArgs args{.o = o_buffer.as<float>(),
+                       .m = m_buffer.as<float>(),
+                       .l = l_buffer.as<float>(),
+                       .n_parts = kParts,
+                       .n_rows = kRows,
+                       .head_dim = head_dim,
+                       .out_o = out_o.as<float>(),
+                       .out_m = out_m.as<float>(),
+                       .out_l = out_l.as<float>()};
+        if (unscrambling) {
+          args.unscramble = set->set();
+          args.unscramble_index = index_buffer.as<int32_t>();
+        }
+        const absl::Status status = backend.MergePartials(args);
+        EXPECT_TRUE(status.ok()) << status;
+        std::vector<float> result = Download(backend, out_o, kRows * head_dim);
+        for (const float value : Download(backend, out_m, kRows)) result.push_back(value);
+        for (const float value : Download(backend, out_l, kRows)) result.push_back(value);
+        return result;
+      };
+      const std::vector<float> expected = merge(**cpu, plain, false, nullptr);
+      EXPECT_LE(RelativeError(merge(*backend_, wire, true, &unscramble), expected), 1e-5);
+    }
+  }
+}
+
+TEST_P(BackendTest, MergeRefusesAnUnscrambleOfTheWrongShape) {
+  const Seed seed{};
+  ASSERT_OK_AND_ASSIGN(const Scrambler scrambler, Scrambler::Create(80, seed, {}));
+  ASSERT_OK_AND_ASSIGN(const BackendRowTransform inverse,
+                       BackendRowTransform::Upload(*backend_, scrambler.inverse()));
+  BackendBuffer o = AllocateFloats(*backend_, 2 * 128);
+  BackendBuffer stats = Upload(*backend_, std::vector<float>{0, 1, 0, 1});
+  BackendBuffer index = Upload(*backend_, std::vector<int32_t>{-1, 0});
+  BackendBuffer out = AllocateFloats(*backend_, 128 + 2);
+  MergeArgs args{.o = o.as<float>(),
+                 .m = stats.as<float>(),
+                 .l = stats.as<float>() + 2,
+                 .n_parts = 2,
+                 .n_rows = 1,
+                 .head_dim = 64,
+                 .out_o = out.as<float>(),
+                 .out_m = out.as<float>() + 128,
+                 .out_l = out.as<float>() + 129};
+  args.unscramble = inverse.set();
+  args.unscramble_index = index.as<int32_t>();
+  EXPECT_THAT(backend_->MergePartials(args),  // it unscrambles to 80 columns, not 64
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("head_dim")));
+  args.head_dim = 80;
+  EXPECT_OK(backend_->MergePartials(args));
+}
+
+// The querier's scrambled queries ride on its local partial attention: the transform's rows equal
+// a separate TransformRows, and the attention is the same as without them. Shapes: split decode
+// (the merge launch carries the rows), one split, and prefill (a launch of their own).
+TEST_P(BackendTest, PartialAttentionAlsoTransformsRows) {
+  auto cpu = CreateBackend(BackendKind::kCpu);
+  ASSERT_OK(cpu);
+  std::mt19937 rng(17);
+  const std::vector<AttentionShape> shapes = {{1, 4096, 32, 8, 128, KvDType::kF16, false},
+                                              {1, 64, 8, 8, 64, KvDType::kF16, false},
+                                              {20, 300, 8, 2, 80, KvDType::kF32, true}};
+  for (const AttentionShape& shape : shapes) {
+    SCOPED_TRACE(::testing::Message() << "n_q " << shape.n_q << " n_kv " << shape.n_kv);
+    const int rows = shape.n_q * shape.n_heads;
+    const std::vector<Scrambler> scramblers = ScramblersOf(2, shape.head_dim, Mixer::kSphps);
+    const std::vector<const RowTransform*> transforms =
+        TransformsOf(scramblers, &Scrambler::inverse_transpose);
+    ASSERT_OK_AND_ASSIGN(const BackendRowTransform set,
+                         BackendRowTransform::UploadSet(*backend_, transforms));
+    const std::vector<float> q = RandomFloats(rng, rows * shape.head_dim);
+    const size_t kv_size = static_cast<size_t>(shape.n_kv) * shape.n_kv_heads * shape.head_dim;
+    const KvData k = EncodeKv(RandomFloats(rng, kv_size), shape.dtype);
+    const KvData v = EncodeKv(RandomFloats(rng, kv_size), shape.dtype);
+    std::vector<int32_t> q_positions(shape.n_q), kv_positions(shape.n_kv), transform(2 * rows),
+        source(2 * rows);
+    for (int i = 0; i < shape.n_q; ++i) q_positions[i] = shape.n_kv - shape.n_q + i;
+    for (int j = 0; j < shape.n_kv; ++j) kv_positions[j] = j;
+    for (int i = 0; i < 2 * rows; ++i) {
+      transform[i] = i / rows;  // q′ for two key blocks
+      source[i] = i % rows;
+    }
+    BackendBuffer q_buffer = Upload(*backend_, q);
+    BackendBuffer k_buffer = Upload(*backend_, k.bytes);
+    BackendBuffer v_buffer = Upload(*backend_, v.bytes);
+    BackendBuffer qp = Upload(*backend_, q_positions);
+    BackendBuffer kp = Upload(*backend_, kv_positions);
+    BackendBuffer transform_buffer = Upload(*backend_, transform);
+    BackendBuffer source_buffer = Upload(*backend_, source);
+    const int out_dim = transforms[0]->out_dim;
+    BackendBuffer scrambled = AllocateFloats(*backend_, 2 * rows * out_dim);
+    auto attend = [&](bool also_transform) {
+      BackendBuffer o = AllocateFloats(*backend_, rows * shape.head_dim);
+      BackendBuffer m = AllocateFloats(*backend_, rows);
+      BackendBuffer l = AllocateFloats(*backend_, rows);
+      PartialAttentionArgs args;
+      args.q = q_buffer.as<float>();
+      args.k = k_buffer.data();
+      args.v = v_buffer.data();
+      args.kv_dtype = shape.dtype;
+      if (shape.causal) {
+        args.q_positions = qp.as<int32_t>();
+        args.kv_positions = kp.as<int32_t>();
+      }
+      args.n_q = shape.n_q;
+      args.n_kv = shape.n_kv;
+      args.n_heads = shape.n_heads;
+      args.n_kv_heads = shape.n_kv_heads;
+      args.head_dim = shape.head_dim;
+      args.scale = 0.1f;
+      args.o = o.as<float>();
+      args.m = m.as<float>();
+      args.l = l.as<float>();
+      if (also_transform) {
+        RowTransformArgs& t = args.also_transform;
+        t.in = q_buffer.as<float>();
+        t.out = scrambled.as<float>();
+        t.n_rows = 2 * rows;
+        t.n_in_rows = rows;
+        t.in_stride = shape.head_dim;
+        t.out_stride = out_dim;
+        t.transforms = set.set();
+        t.transform = transform_buffer.as<int32_t>();
+        t.source = source_buffer.as<int32_t>();
+      }
+      const absl::Status status = backend_->PartialAttention(args);
+      EXPECT_TRUE(status.ok()) << status;
+      std::vector<float> result = Download(*backend_, o, rows * shape.head_dim);
+      for (const float value : Download(*backend_, m, rows)) result.push_back(value);
+      for (const float value : Download(*backend_, l, rows)) result.push_back(value);
+      return result;
+    };
+    EXPECT_EQ(attend(true), attend(false));
+    const std::vector<float> actual = Download(*backend_, scrambled, 2 * rows * out_dim);
+    for (int i = 0; i < 2 * rows; ++i) {
+      const std::vector<float> expected = TransformOn(
+          **cpu, *transforms[transform[i]], RowOf(q, shape.head_dim, source[i], shape.head_dim));
+      ASSERT_LE(RelativeError(RowOf(actual, out_dim, i, out_dim), expected), 1e-6) << "row " << i;
     }
   }
 }

@@ -228,9 +228,15 @@ void ScrambledProtocolTest::Run(const ProtocolCase& s, double tolerance) {
     BackendBuffer out_o = AllocateFloats(backend, part_rows * d);
     BackendBuffer out_m = AllocateFloats(backend, part_rows);
     BackendBuffer out_l = AllocateFloats(backend, part_rows);
-    ASSERT_OK(backend.MergePartials({o_buffer.as<float>(), m_buffer.as<float>(),
-                                     l_buffer.as<float>(), n_parts, static_cast<int32_t>(part_rows),
-                                     d, out_o.as<float>(), out_m.as<float>(), out_l.as<float>()}));
+    ASSERT_OK(backend.MergePartials({.o = o_buffer.as<float>(),
+                                     .m = m_buffer.as<float>(),
+                                     .l = l_buffer.as<float>(),
+                                     .n_parts = n_parts,
+                                     .n_rows = static_cast<int32_t>(part_rows),
+                                     .head_dim = d,
+                                     .out_o = out_o.as<float>(),
+                                     .out_m = out_m.as<float>(),
+                                     .out_l = out_l.as<float>()}));
     const std::vector<float> head_out = Download(backend, out_o, part_rows * d);
     for (int i = 0; i < s.n_q; ++i) {
       std::memcpy(&merged[(static_cast<size_t>(i) * n_heads + h * s.group) * d],
