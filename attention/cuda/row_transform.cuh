@@ -148,6 +148,18 @@ __device__ __forceinline__ void LoadRegisterRow(const float* in, int in_dim, int
   }
 }
 
+// Writes a row held as LoadRegisterRow holds it (its first dim columns) to shared memory, by one
+// warp, and waits for the warp.
+__device__ __forceinline__ void StoreRegisterRow(const float (&x)[kRegisterRowColumns], int dim,
+                                                 int lane, float* shared) {
+#pragma unroll
+  for (int j = 0; j < kRegisterRowColumns; ++j) {
+    const int c = lane + j * kWarpSize;
+    if (c < dim) shared[c] = x[j];
+  }
+  __syncwarp();
+}
+
 // Transforms a row held as LoadRegisterRow holds it, by one warp, into y (same layout; 0 at and
 // past out_dim). Three exchanges through `shared` (dim floats): the gathers permute across
 // lanes. dim <= kMaxRegisterRowDim.
@@ -193,12 +205,7 @@ __device__ __forceinline__ void ApplyRegisterTransform(const RegisterTransform& 
 #pragma unroll
     for (int j = 0; j < kRegisterRowColumns; ++j) x[j] *= norm;
   } else {
-#pragma unroll
-    for (int j = 0; j < kRegisterRowColumns; ++j) {
-      const int c = lane + j * kWarpSize;
-      if (c < v.dim) shared[c] = x[j];
-    }
-    __syncwarp();
+    StoreRegisterRow(x, v.dim, lane, shared);
 #pragma unroll
     for (int j = 0; j < kRegisterRowColumns; ++j) {
       const int c = lane + j * kWarpSize;
@@ -214,12 +221,7 @@ __device__ __forceinline__ void ApplyRegisterTransform(const RegisterTransform& 
     }
     __syncwarp();
   }
-#pragma unroll
-  for (int j = 0; j < kRegisterRowColumns; ++j) {
-    const int c = lane + j * kWarpSize;
-    if (c < v.dim) shared[c] = x[j];
-  }
-  __syncwarp();
+  StoreRegisterRow(x, v.dim, lane, shared);
 #pragma unroll
   for (int j = 0; j < kRegisterRowColumns; ++j) {
     y[j] = shared[r.post_gather[j]] * r.post_scale[j];

@@ -51,6 +51,34 @@ struct AttentionShape {
   bool causal;
 };
 
+// The arguments of a partial attention of `shape` over buffers on the backend (the positions
+// count only for a causal shape).
+PartialAttentionArgs ArgsOf(const AttentionShape& shape, float scale, const BackendBuffer& q,
+                            const BackendBuffer& k, const BackendBuffer& v,
+                            const BackendBuffer& q_positions, const BackendBuffer& kv_positions,
+                            const BackendBuffer& o, const BackendBuffer& m,
+                            const BackendBuffer& l) {
+  PartialAttentionArgs args;
+  args.q = q.as<float>();
+  args.k = k.data();
+  args.v = v.data();
+  args.kv_dtype = shape.dtype;
+  if (shape.causal) {
+    args.q_positions = q_positions.as<int32_t>();
+    args.kv_positions = kv_positions.as<int32_t>();
+  }
+  args.n_q = shape.n_q;
+  args.n_kv = shape.n_kv;
+  args.n_heads = shape.n_heads;
+  args.n_kv_heads = shape.n_kv_heads;
+  args.head_dim = shape.head_dim;
+  args.scale = scale;
+  args.o = o.as<float>();
+  args.m = m.as<float>();
+  args.l = l.as<float>();
+  return args;
+}
+
 // Runs one partial attention on the backend and compares it with the f64 reference.
 void CheckPartialAttention(AttentionBackend& backend, const AttentionShape& shape, double tolerance,
                            float stddev = 1.0f) {
@@ -79,25 +107,8 @@ void CheckPartialAttention(AttentionBackend& backend, const AttentionShape& shap
   BackendBuffer m = AllocateFloats(backend, rows);
   BackendBuffer l = AllocateFloats(backend, rows);
 
-  PartialAttentionArgs args;
-  args.q = q_buffer.as<float>();
-  args.k = k_buffer.data();
-  args.v = v_buffer.data();
-  args.kv_dtype = shape.dtype;
-  if (shape.causal) {
-    args.q_positions = qp_buffer.as<int32_t>();
-    args.kv_positions = kp_buffer.as<int32_t>();
-  }
-  args.n_q = shape.n_q;
-  args.n_kv = shape.n_kv;
-  args.n_heads = shape.n_heads;
-  args.n_kv_heads = shape.n_kv_heads;
-  args.head_dim = shape.head_dim;
-  args.scale = scale;
-  args.o = o.as<float>();
-  args.m = m.as<float>();
-  args.l = l.as<float>();
-  ASSERT_OK(backend.PartialAttention(args));
+  ASSERT_OK(backend.PartialAttention(
+      ArgsOf(shape, scale, q_buffer, k_buffer, v_buffer, qp_buffer, kp_buffer, o, m, l)));
 
   const ReferencePartial expected = ReferenceAttention(
       q, k.values, v.values, shape.n_q, shape.n_kv, shape.n_heads, shape.n_kv_heads, shape.head_dim,
@@ -573,24 +584,8 @@ TEST_P(BackendTest, PartialAttentionAlsoTransformsRows) {
       BackendBuffer o = AllocateFloats(*backend_, rows * shape.head_dim);
       BackendBuffer m = AllocateFloats(*backend_, rows);
       BackendBuffer l = AllocateFloats(*backend_, rows);
-      PartialAttentionArgs args;
-      args.q = q_buffer.as<float>();
-      args.k = k_buffer.data();
-      args.v = v_buffer.data();
-      args.kv_dtype = shape.dtype;
-      if (shape.causal) {
-        args.q_positions = qp.as<int32_t>();
-        args.kv_positions = kp.as<int32_t>();
-      }
-      args.n_q = shape.n_q;
-      args.n_kv = shape.n_kv;
-      args.n_heads = shape.n_heads;
-      args.n_kv_heads = shape.n_kv_heads;
-      args.head_dim = shape.head_dim;
-      args.scale = 0.1f;
-      args.o = o.as<float>();
-      args.m = m.as<float>();
-      args.l = l.as<float>();
+      PartialAttentionArgs args =
+          ArgsOf(shape, 0.1f, q_buffer, k_buffer, v_buffer, qp, kp, o, m, l);
       if (also_transform) {
         RowTransformArgs& t = args.also_transform;
         t.in = q_buffer.as<float>();
