@@ -22,9 +22,9 @@ absl::Status Invalid(std::string_view op, std::string_view what) {
 
 bool IsPowerOfTwo(int32_t n) { return n > 0 && (n & (n - 1)) == 0; }
 
-// The widest rows a merge unscrambles (the CUDA kernel holds two per warp in shared memory);
-// the head dims of real models pad to at most 256.
-constexpr int32_t kMaxUnscrambleDim = 512;
+// The widest rows a merge unscrambles on any backend (the CUDA backend takes at most 256,
+// cuda/merge.cuh); the head dims of real models pad to at most 256.
+constexpr int32_t kMaxUnscrambleDimAnyBackend = 512;
 
 absl::Status ValidateRowTransformSet(std::string_view op, const RowTransformSet& t) {
   if (t.count <= 0) return Invalid(op, StrCat("transform count must be positive, is ", t.count));
@@ -132,11 +132,11 @@ absl::Status ValidateMerge(const MergeArgs& a) {
   if (a.unscramble_index != nullptr) {
     SILO_RETURN_IF_ERROR(ValidateRowTransformSet(kOp, a.unscramble));
     if (a.unscramble.out_dim != a.head_dim || a.unscramble.in_dim < a.head_dim ||
-        a.unscramble.dim > kMaxUnscrambleDim) {
+        a.unscramble.dim > kMaxUnscrambleDimAnyBackend) {
       return Invalid(kOp,
                      StrCat("unscrambling ", a.unscramble.in_dim, " of ", a.unscramble.dim,
                             " columns to ", a.unscramble.out_dim, " needs out_dim = head_dim (",
-                            a.head_dim, ") <= in_dim and dim <= ", kMaxUnscrambleDim));
+                            a.head_dim, ") <= in_dim and dim <= ", kMaxUnscrambleDimAnyBackend));
     }
   }
   return absl::OkStatus();

@@ -118,7 +118,6 @@ constexpr size_t kLocalKvBytes = 4096ull * kKvHeads * kHeadDim * 2;  // of K, or
 struct QuerierStep {
   static constexpr int kLocalKeys = 4096;
   DecodeInputs local;
-  std::vector<Scrambler> phi, psi;  // per (block, KV head)
   std::optional<BackendRowTransform> query_transforms, output_transforms;
   BackendBuffer query_transform_index, query_source, scrambled_q;
   BackendBuffer parts_o, parts_m, parts_l, plain_o, unscramble_index;
@@ -139,18 +138,23 @@ struct QuerierStep {
       step.local.v.push_back(Filled(backend, kv_bytes, rng, true));
     }
     step.local.q = Filled(backend, kHeads * kHeadDim * 4, rng, false);
+    // Φ and Ψ of every (key block, KV head); only their uploaded transforms are kept.
+    const int keys = setting.blocks * kKvHeads;
+    std::vector<Scrambler> phi, psi;
     std::vector<const RowTransform*> query, output;
-    for (int key = 0; key < setting.blocks * kKvHeads; ++key) {
+    phi.reserve(keys);
+    psi.reserve(keys);
+    for (int key = 0; key < keys; ++key) {
       Seed seed{};
       seed[0] = static_cast<uint8_t>(key);
       seed[1] = static_cast<uint8_t>(key >> 8);
-      step.phi.push_back(Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0})));
+      query.push_back(
+          &phi.emplace_back(Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0})))
+               .inverse_transpose());
       seed[2] = 1;
-      step.psi.push_back(Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0})));
-    }
-    for (int key = 0; key < setting.blocks * kKvHeads; ++key) {
-      query.push_back(&step.phi[key].inverse_transpose());
-      output.push_back(&step.psi[key].inverse());
+      output.push_back(
+          &psi.emplace_back(Check(Scrambler::Create(kHeadDim, seed, {setting.mixer, 2.0})))
+               .inverse());
     }
     step.query_transforms.emplace(Check(BackendRowTransform::UploadSet(backend, query)));
     step.output_transforms.emplace(Check(BackendRowTransform::UploadSet(backend, output)));
@@ -165,7 +169,7 @@ struct QuerierStep {
     step.query_source = Uploaded(backend, q_source);
     step.scrambled_q = Check(backend.Allocate(q_rows * kHeadDim * 4));
     // Part 0 is the local partial, part 1 + b the compute node's for key block b.
-    step.width = step.phi[0].dim();
+    step.width = phi[0].dim();
     step.parts_o = Filled(backend, step.n_parts * kHeads * step.width * 4, rng, false);
     step.plain_o = Check(backend.Allocate(step.n_parts * kHeads * step.width * 4));
     step.parts_m = Filled(backend, step.n_parts * kHeads * 4, rng, false);

@@ -78,13 +78,14 @@ __global__ void __launch_bounds__(kThreads, 1)
       pending_index = index_of(p + kWarps);
       // An index out of range leaves the part row out, as if empty. (l is loaded either way:
       // its round trip does not wait for the index.)
+      const bool scrambled = index >= 0 && index < a.unscramble.count;
       const float loaded_l = a.l[part_row(p)];
-      const float part_l = index >= -1 && index < a.unscramble.count ? loaded_l : 0.0f;
+      const float part_l = scrambled || index == -1 ? loaded_l : 0.0f;
       const float part_m = a.m[part_row(p)];
       float x[kRegisterRowColumns];  // the whole row: scrambled, or plain in its first head_dim
       LoadRegisterRow(a.o + part_row(p) * width, width, lane, x);
       float value[kColumnsPerLane];
-      if (index >= 0 && index < a.unscramble.count) {
+      if (scrambled) {
         float y[kRegisterRowColumns];
         ApplyRegisterTransform(LoadRegisterTransform(TransformOf(a.unscramble, index), lane), x,
                                shared_row, lane, y);
@@ -192,7 +193,6 @@ cudaError_t LaunchMerge(const MergeArgs& args, const RowTransformArgs* side, cud
   size_t shared_bytes = 0;
   if (args.unscramble_index != nullptr) {
     static_assert(kMaxUnscrambleDim <= kMaxRegisterRowDim);
-    if (args.unscramble.dim > kMaxUnscrambleDim) return cudaErrorInvalidValue;
     shared_bytes = kWarps * static_cast<size_t>(args.unscramble.dim) * sizeof(float);
   }
   if (side != nullptr && side->n_rows > 0) {
