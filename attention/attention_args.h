@@ -94,7 +94,8 @@ struct MergeArgs {
   // r is o′ = o·Ψ and is merged as o′·Ψ⁻¹ = unscramble[unscramble_index[p·n_rows + r]](o′); an
   // index of −1 marks a plain row. With unscramble_index set, o's rows are unscramble.in_dim
   // wide (the padded width; a plain row uses its first head_dim columns) and unscramble.out_dim
-  // is head_dim. Scores are not scrambled, so m and l need nothing.
+  // is head_dim. Scores are not scrambled, so m and l need nothing. A CUDA merge reads the set
+  // and the index while the kernel before it still runs: that kernel may not write them.
   RowTransformSet unscramble = {};
   const int32_t* unscramble_index = nullptr;  // [n_parts, n_rows], each in [−1, count), or null
 };

@@ -15,26 +15,24 @@ constexpr int kThreads = kWarps * kWarpSize;
 constexpr int kColumnsPerLane = 4;
 constexpr int kTile = kWarpSize * kColumnsPerLane;  // columns of one block
 constexpr int kBatch = 8;                           // parts per warp whose loads are in flight
-// Largest transform set whose parameters a merge block prefetches into L1 (the session scope's
-// is 8 KV heads × 2 KiB at head_dim 128; the block scope's are larger and come with the row).
-constexpr int64_t kMaxPrefetchedTransformBytes = 32 * 1024;
 
 // One block per (row, kTile columns). The merge is latency-bound (a few dozen parts of one
 // row), so each warp loads m, l and o of kBatch parts at once and merges them into its own
 // running (max, sum, sums of o) without waiting for the row's maximum; the warps are merged in
 // shared memory at the end. For the usual ≤ 64 parts that is one round trip to memory.
 //
-// UNSCRAMBLE: the querier's merge of scrambled parts (MergeArgs::unscramble), a separate
-// instance so that the plain merge keeps its registers. A warp takes its parts one at a time,
-// each in one round trip (m, l, the row, and the parameters of the row's transform, whose index
-// is loaded a part ahead), a scrambled row through its transform in registers (a row of
-// unscramble.dim floats of dynamic shared memory per warp).
+// COLUMNS > 0: the querier's merge of scrambled parts (MergeArgs::unscramble), rows of at most
+// 32·COLUMNS columns in registers (row_transform.cuh), instances apart from the plain merge
+// (COLUMNS 0) so that it keeps its registers. A warp takes its parts one at a time, each in
+// one round trip (m, l and the row; the row's transform and its index are loaded a part ahead),
+// a scrambled row through its transform in registers (a row of unscramble.dim floats of dynamic
+// shared memory per warp).
 //
 // Blocks past the rows (blockIdx.x >= n_rows, blockIdx.y 0) run `side`, the row transform of
 // the partial-attention launch this merge ends (PartialAttentionArgs::also_transform), one row
 // per warp, side_rows_per_block rows a block: they do not wait for the kernel before, and they
 // take SMs the merge leaves idle, so the transform costs no launch of its own.
-template <bool UNSCRAMBLE>
+template <int COLUMNS>
 __global__ void __launch_bounds__(kThreads, 1)
     MergeKernel(MergeArgs a, RowTransformArgs side, int side_rows_per_block) {
   extern __shared__ float row_buffers[];
@@ -61,45 +59,56 @@ __global__ void __launch_bounds__(kThreads, 1)
   float m = -INFINITY;  // this warp's, natural log
   float l = 0;
   float acc[kColumnsPerLane] = {};
-  if constexpr (UNSCRAMBLE) {
+  if constexpr (COLUMNS > 0) {
     auto index_of = [&](int p) { return p < a.n_parts ? a.unscramble_index[part_row(p)] : -1; };
-    // Inputs the kernel before does not write, loaded before waiting for it: the index of this
-    // warp's first part (each later one is loaded a part ahead) and, for a small set, every
-    // transform's parameters into L1, so that the loads of a row's transform hit there in the
-    // round trip that fetches the row.
-    int pending_index = index_of(warp);
-    PrefetchTransformSetToL1(a.unscramble, kMaxPrefetchedTransformBytes);
+    // An index out of range leaves the part row out, as if empty.
+    auto scrambled = [&](int index) { return index >= 0 && index < a.unscramble.count; };
+    auto transform_of = [&](int index) {  // zeros for a plain row
+      RegisterTransform<COLUMNS> transform = {};
+      if (scrambled(index)) {
+        transform = LoadRegisterTransform<COLUMNS>(TransformOf(a.unscramble, index), lane);
+      }
+      return transform;
+    };
+    // Inputs the kernel before does not write: the index and the transform of this warp's first
+    // part, loaded before waiting for it, and of each later part, loaded a part ahead, so that a
+    // row's transform is in registers when the row arrives.
+    int index = index_of(warp);
+    RegisterTransform<COLUMNS> transform = transform_of(index);
     WaitForPrecedingGrid();  // the parts are usually the kernel before's output
     const int width = a.unscramble.in_dim;
     float* shared_row = row_buffers + static_cast<size_t>(warp) * a.unscramble.dim;
+    // Entry e of this block's column tile (0, or 1 when head_dim > kTile) of a register row.
+    auto tile_column = [&](const float(&r)[COLUMNS], int e) {
+      if constexpr (COLUMNS <= kColumnsPerLane) {
+        return e < COLUMNS ? r[e] : 0.0f;
+      } else {
+        return column0 == 0 ? r[e] : r[e + kColumnsPerLane];
+      }
+    };
 #pragma unroll 1
     for (int p = warp; p < a.n_parts; p += kWarps) {
-      const int index = pending_index;
-      pending_index = index_of(p + kWarps);
-      // An index out of range leaves the part row out, as if empty. (l is loaded either way:
-      // its round trip does not wait for the index.)
-      const bool scrambled = index >= 0 && index < a.unscramble.count;
+      const int next_index = index_of(p + kWarps);
+      // l is loaded either way: its round trip does not wait for the index.
       const float loaded_l = a.l[part_row(p)];
-      const float part_l = scrambled || index == -1 ? loaded_l : 0.0f;
+      const float part_l = scrambled(index) || index == -1 ? loaded_l : 0.0f;
       const float part_m = a.m[part_row(p)];
-      float x[kRegisterRowColumns];  // the whole row: scrambled, or plain in its first head_dim
+      float x[COLUMNS];  // the whole row: scrambled, or plain in its first head_dim
       LoadRegisterRow(a.o + part_row(p) * width, width, lane, x);
       float value[kColumnsPerLane];
-      if (scrambled) {
-        float y[kRegisterRowColumns];
-        ApplyRegisterTransform(LoadRegisterTransform(TransformOf(a.unscramble, index), lane), x,
-                               shared_row, lane, y);
+      if (scrambled(index)) {
+        float y[COLUMNS];
+        ApplyRegisterTransform(transform, x, shared_row, lane, y);
 #pragma unroll
-        for (int e = 0; e < kColumnsPerLane; ++e) {  // head_dim <= 256: column tile 0 or 1
-          value[e] = column0 == 0 ? y[e] : y[e + kColumnsPerLane];
-        }
+        for (int e = 0; e < kColumnsPerLane; ++e) value[e] = tile_column(y, e);
       } else {
 #pragma unroll
         for (int e = 0; e < kColumnsPerLane; ++e) {
-          value[e] = lane + e * kWarpSize < columns ? (column0 == 0 ? x[e] : x[e + kColumnsPerLane])
-                                                    : 0.0f;
+          value[e] = lane + e * kWarpSize < columns ? tile_column(x, e) : 0.0f;
         }
       }
+      index = next_index;
+      transform = transform_of(next_index);  // in flight while this part is merged
       // An empty part (l = 0) may hold o that was never written: skip it, do not weigh it by 0.
       if (!(part_l > 0)) continue;
       const float top = fmaxf(m, part_m);
@@ -216,10 +225,18 @@ cudaError_t LaunchMerge(const MergeArgs& args, const RowTransformArgs* side, cud
   attribute.val.programmaticStreamSerializationAllowed = 1;
   config.attrs = &attribute;
   config.numAttrs = 1;
-  return args.unscramble_index != nullptr
-             ? cudaLaunchKernelEx(&config, MergeKernel<true>, args, side_args, side_rows_per_block)
-             : cudaLaunchKernelEx(&config, MergeKernel<false>, args, side_args,
-                                  side_rows_per_block);
+  auto launch = [&](auto kernel) {
+    return cudaLaunchKernelEx(&config, kernel, args, side_args, side_rows_per_block);
+  };
+  if (args.unscramble_index == nullptr) return launch(MergeKernel<0>);
+  switch (RegisterColumnsFor(args.unscramble.dim)) {
+    case 2:
+      return launch(MergeKernel<2>);
+    case 4:
+      return launch(MergeKernel<4>);
+    default:
+      return launch(MergeKernel<kMaxRegisterColumns>);
+  }
 }
 
 }  // namespace silo::attention::cuda

@@ -323,7 +323,7 @@ TEST_P(BackendTest, TransformRowsMatchesTheCpuReference) {
   seed[0] = 42;
   std::mt19937 rng(9);
   for (const Mixer mixer : {Mixer::kSphps, Mixer::kDense}) {
-    for (const int head_dim : {64, 80, 128}) {
+    for (const int head_dim : {32, 64, 80, 128, 256}) {
       ASSERT_OK_AND_ASSIGN(const Scrambler scrambler,
                            Scrambler::Create(head_dim, seed, {mixer, 2.0}));
       for (const RowTransform* transform :
@@ -372,7 +372,7 @@ TEST_P(BackendTest, TransformRowsRunsEachRowByItsOwnTransformAndSource) {
   ASSERT_OK(cpu);
   std::mt19937 rng(11);
   for (const Mixer mixer : {Mixer::kSphps, Mixer::kDense}) {
-    for (const int head_dim : {64, 80, 128}) {
+    for (const int head_dim : {32, 64, 80, 128, 256}) {
       SCOPED_TRACE(::testing::Message()
                    << "mixer " << static_cast<int>(mixer) << " head_dim " << head_dim);
       const std::vector<Scrambler> scramblers = ScramblersOf(3, head_dim, mixer);
@@ -449,7 +449,7 @@ TEST_P(BackendTest, MergeUnscramblesScrambledParts) {
   ASSERT_OK(cpu);
   std::mt19937 rng(13);
   for (const Mixer mixer : {Mixer::kSphps, Mixer::kDense}) {
-    for (const int head_dim : {64, 80, 128}) {
+    for (const int head_dim : {32, 64, 80, 128, 256}) {
       SCOPED_TRACE(::testing::Message()
                    << "mixer " << static_cast<int>(mixer) << " head_dim " << head_dim);
       constexpr int kParts = 3, kRows = 6, kKeys = 4;
@@ -513,6 +513,69 @@ TEST_P(BackendTest, MergeUnscramblesScrambledParts) {
       EXPECT_LE(RelativeError(merge(*backend_, wire, true, &unscramble), expected), 1e-5);
     }
   }
+}
+
+// The querier's step: its local partial attention writes part 0 and the unscrambling merge is
+// launched right after it (it starts while that partial ends). A merge that read a part before
+// the partial's end would merge the stale rows left there.
+TEST_P(BackendTest, UnscramblingMergeWaitsForTheLocalPartial) {
+  auto cpu = CreateBackend(BackendKind::kCpu);
+  ASSERT_OK(cpu);
+  std::mt19937 rng(19);
+  const AttentionShape shape = {1, 4096, 32, 8, 128, KvDType::kF16, false};
+  constexpr int kParts = 3;
+  const int rows = shape.n_heads;
+  const std::vector<Scrambler> scramblers = ScramblersOf(kParts - 1, shape.head_dim, Mixer::kSphps);
+  ASSERT_EQ(scramblers[0].dim(), shape.head_dim);  // a power of two: rows are not padded
+  ASSERT_OK_AND_ASSIGN(
+      const BackendRowTransform unscramble,
+      BackendRowTransform::UploadSet(*backend_, TransformsOf(scramblers, &Scrambler::inverse)));
+  const std::vector<float> q = RandomFloats(rng, rows * shape.head_dim);
+  const size_t kv_size = static_cast<size_t>(shape.n_kv) * shape.n_kv_heads * shape.head_dim;
+  const KvData k = EncodeKv(RandomFloats(rng, kv_size), shape.dtype);
+  const KvData v = EncodeKv(RandomFloats(rng, kv_size), shape.dtype);
+  // Parts 1 and 2 as the compute node sends them (scrambled); part 0 stale until the partial.
+  std::vector<float> plain_o = RandomFloats(rng, kParts * rows * shape.head_dim, 100.0f);
+  std::vector<float> wire_o = plain_o;
+  std::vector<float> m = RandomFloats(rng, kParts * rows);
+  std::vector<float> l(kParts * rows, 1.0f);
+  std::vector<int32_t> index(kParts * rows, -1);
+  for (int row = rows; row < kParts * rows; ++row) {
+    index[row] = row / rows - 1;
+    const std::vector<float> scrambled =
+        TransformOn(**cpu, scramblers[index[row]].forward(),
+                    RowOf(plain_o, shape.head_dim, row, shape.head_dim));
+    std::copy(scrambled.begin(), scrambled.end(), wire_o.begin() + row * shape.head_dim);
+  }
+  auto step = [&](AttentionBackend& backend, const std::vector<float>& parts, bool unscrambling) {
+    BackendBuffer q_buffer = Upload(backend, q);
+    BackendBuffer k_buffer = Upload(backend, k.bytes);
+    BackendBuffer v_buffer = Upload(backend, v.bytes);
+    BackendBuffer o_buffer = Upload(backend, parts);
+    BackendBuffer m_buffer = Upload(backend, m);
+    BackendBuffer l_buffer = Upload(backend, l);
+    BackendBuffer index_buffer = Upload(backend, index);
+    BackendBuffer out = AllocateFloats(backend, rows * (shape.head_dim + 2));
+    // Part 0 is the first rows of o, m and l.
+    EXPECT_OK(backend.PartialAttention(
+        ArgsOf(shape, 0.1f, q_buffer, k_buffer, v_buffer, {}, {}, o_buffer, m_buffer, l_buffer)));
+    MergeArgs args{.o = o_buffer.as<float>(),
+                   .m = m_buffer.as<float>(),
+                   .l = l_buffer.as<float>(),
+                   .n_parts = kParts,
+                   .n_rows = rows,
+                   .head_dim = shape.head_dim,
+                   .out_o = out.as<float>(),
+                   .out_m = out.as<float>() + rows * shape.head_dim,
+                   .out_l = out.as<float>() + rows * (shape.head_dim + 1)};
+    if (unscrambling) {
+      args.unscramble = unscramble.set();
+      args.unscramble_index = index_buffer.as<int32_t>();
+    }
+    EXPECT_OK(backend.MergePartials(args));
+    return Download(backend, out, rows * (shape.head_dim + 2));
+  };
+  EXPECT_LE(RelativeError(step(*backend_, wire_o, true), step(**cpu, plain_o, false)), 1e-5);
 }
 
 TEST_P(BackendTest, MergeRefusesAnUnscrambleOfTheWrongShape) {
