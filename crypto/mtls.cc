@@ -1,5 +1,6 @@
 #include "crypto/mtls.h"
 
+#include <grpc/grpc.h>
 #include <grpc/grpc_security_constants.h>
 #include <grpcpp/security/auth_context.h>
 #include <openssl/crypto.h>
@@ -85,6 +86,8 @@ grpc::ChannelArguments FederationChannelArguments() {
   grpc::ChannelArguments arguments;
   arguments.SetMaxSendMessageSize(kMaxFederationMessageBytes);
   arguments.SetMaxReceiveMessageSize(kMaxFederationMessageBytes);
+  arguments.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs / 4);
+  arguments.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, kMaxReconnectBackoffMs);
   return arguments;
 }
 

@@ -67,8 +67,14 @@ std::shared_ptr<grpc::ServerCredentials> MakeServerCredentials(const TlsMaterial
 // certificate as client certificate.
 std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(const TlsMaterial& material);
 
+// gRPC retries a lost connection after a backoff that grows up to 120 s, and a call meanwhile
+// fails at once: a peer that restarted (a cloud back at its address) would stay unreachable from
+// this process for minutes. A federation channel retries at most this far apart.
+inline constexpr int kMaxReconnectBackoffMs = 2000;
+
 // Channel arguments of a federation channel: max send and receive message size
-// kMaxFederationMessageBytes. Pass them to grpc::CreateCustomChannel.
+// kMaxFederationMessageBytes, and a lost connection retried at most kMaxReconnectBackoffMs apart.
+// Pass them to grpc::CreateCustomChannel.
 grpc::ChannelArguments FederationChannelArguments();
 
 // Sets a federation server's max send and receive message size to kMaxFederationMessageBytes.

@@ -290,9 +290,10 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     source.mutable_citation()->set_source_path(hit.source_path);
   }
   DragonInbox inbox;
-  SILO_ASSIGN_OR_RETURN(std::unique_ptr<DragonCloudLink> cloud,
-                        DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()),
-                                              session, request.deadline, request.deadline, &inbox));
+  SILO_ASSIGN_OR_RETURN(
+      std::unique_ptr<DragonCloudLink> cloud,
+      DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()), session,
+                            kDragonConnectWait, request.deadline, request.deadline, &inbox));
   result.stats.set_setup_ns(NanosSince(start));
   const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
@@ -329,10 +330,11 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     v1::StartSessionRequest resume = session;
     for (const int32_t token : confirmed) resume.add_resume_tokens(static_cast<uint32_t>(token));
     resume.set_aggregator(v1::DRAGON_SIDE_DEVICE);
-    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link =
-        DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()), resume,
-                              std::min(request.deadline, absl::Now() + kDragonReconnectTimeout),
-                              request.deadline, &inbox);
+    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link = DragonCloudLink::Open(
+        peers_->Get(placement.dragon_peer().address()), resume,
+        // The device decodes alone meanwhile: no wait for the channel.
+        absl::ZeroDuration(), std::min(request.deadline, absl::Now() + kDragonReconnectTimeout),
+        request.deadline, &inbox);
     if (!link.ok()) return false;
     cloud = *std::move(link);
     return true;

@@ -7,21 +7,26 @@
 //      many of its drafts were accepted.
 //   2. A cloud that decodes with another model is refused at StartSession.
 //   3. The cloud dying mid-answer: the device finishes alone and says so, and keeps serving.
+//   4. The cloud dying mid-answer and coming back at its address: the device resumes aggregation
+//      with the new process, and from there the answer is the mixture again.
 #include <signal.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <memory>
 #include <random>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "common/strings.h"
 #include "engine/document_streams.h"
+#include "engine/language_model.h"
 #include "engine/rag_prompt.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
@@ -58,6 +63,9 @@ const std::vector<std::string> kQuestions = {
     "Which Python version does my laptop use, and how was it installed?",
     "How do I copy an object in Python?",
 };
+// Part 4: long enough for the device to answer alone while the cloud restarts.
+constexpr char kResumeQuestion[] = "How do I copy an object in Python?";
+constexpr uint32_t kResumeMaxTokens = 256;
 
 class DragonEndToEndTest : public ::testing::Test {
  protected:
@@ -83,6 +91,9 @@ class DragonEndToEndTest : public ::testing::Test {
 
     coordinator_port_ = silo::testing::PickUnusedPort();
     ASSERT_GT(coordinator_port_, 0);
+    // The cloud comes back at the same address in part 4.
+    const int cloud_port = silo::testing::PickUnusedPort();
+    ASSERT_GT(cloud_port, 0);
     std::ofstream(dir_.path() / "coordinator.yaml")
         << "listen: 127.0.0.1:" << coordinator_port_ << "\n"
         << "data_dir: coordinator-data\n"
@@ -95,7 +106,8 @@ class DragonEndToEndTest : public ::testing::Test {
           << "node_key_file: node.key\nthreads: 1\n"
           << "models: {decoder: " << decoder_ << ", embedder: " << embedder_ << "}\n"
           << "retrieval: {kv_shards: lazy}\n"
-          << "serve:\n  listen: 127.0.0.1:0\n  coordinator: 127.0.0.1:" << coordinator_port_
+          << "serve:\n  listen: 127.0.0.1:" << (id == "cloud" ? cloud_port : 0)
+          << "\n  coordinator: 127.0.0.1:" << coordinator_port_
           << "\n  tls: {ca: certs/ca.pem, cert: certs/" << id << ".pem, key: certs/" << id
           << ".key}\n";
     }
@@ -130,26 +142,32 @@ class DragonEndToEndTest : public ::testing::Test {
   }
 
   silo::testing::StreamedAnswer Ask(const std::string& question,
-                                    const std::function<void()>& on_first_delta = nullptr) {
+                                    const std::function<void()>& on_first_delta = nullptr,
+                                    uint32_t max_tokens = kMaxTokens) {
     v1::QueryRequest request;
     request.set_question(question);
     request.set_mode(v1::GENERATION_MODE_DRAGON);
     request.set_querier_node_id("phone");
     request.set_top_k(kTopK);
-    request.set_max_tokens(kMaxTokens);
+    request.set_max_tokens(max_tokens);
     request.mutable_sampling()->set_temperature(0);
     request.mutable_dragon()->set_policy(v1::DRAGON_POLICY_ALTERNATE);
     request.mutable_dragon()->set_alternate_every(3);
     return silo::testing::StreamQuery(Operator(), request, absl::Seconds(120), on_first_delta);
   }
 
-  // Greedy decoding of the mixture over both stores' top-k chunks in this process, without the
-  // end-of-generation token (the answer's text never carries it).
-  std::map<std::string, std::vector<int32_t>> Reference() {
-    std::map<std::string, std::vector<int32_t>> expected;
+  // A question's top-k chunks from each store, in the order the mixture weighs them.
+  struct Chunks {
+    std::vector<std::string> texts;
+    std::vector<float> scores;
+  };
+
+  // The chunks of `questions`, from the stores opened in this process (before the nodes start:
+  // they lock them).
+  std::map<std::string, Chunks> Retrieve(const std::vector<std::string>& questions) {
+    std::map<std::string, Chunks> chunks;
     absl::StatusOr<crypto::SecretBytes> key = retrieval::ParseNodeKeyHex(kKeyHex);
     EXPECT_OK(key.status());
-    std::vector<std::unique_ptr<retrieval::KnowledgeBase>> bases;
     for (const std::string id : {"phone", "cloud"}) {
       retrieval::KnowledgeBaseOptions options;
       options.data_dir = (dir_.path() / ("data-" + id)).string();
@@ -159,46 +177,57 @@ class DragonEndToEndTest : public ::testing::Test {
       absl::StatusOr<std::unique_ptr<retrieval::KnowledgeBase>> base =
           retrieval::KnowledgeBase::Open(options, *key);
       EXPECT_OK(base.status());
-      if (!base.ok()) return expected;
-      bases.push_back(*std::move(base));
+      if (!base.ok()) return {};
+      for (const std::string& question : questions) {
+        absl::StatusOr<std::vector<retrieval::SearchHit>> hits = (*base)->Search(question, kTopK);
+        EXPECT_OK(hits.status());
+        if (!hits.ok()) return {};
+        for (const retrieval::SearchHit& hit : *hits) {
+          chunks[question].texts.push_back(hit.text);
+          chunks[question].scores.push_back(hit.score);
+        }
+      }
     }
-    const engine::LanguageModel& decoder = bases[0]->decoder();
+    return chunks;
+  }
+
+  // Greedy decoding of the mixture over `chunks` in this process after `prefix`, max_tokens in
+  // all, without the end-of-generation token (the answer's text never carries it).
+  std::vector<int32_t> GreedyMixture(const engine::LanguageModel& decoder,
+                                     const std::string& question, const Chunks& chunks,
+                                     std::span<const int32_t> prefix, uint32_t max_tokens) {
     engine::ThreadPool pool(1);
     engine::Transformer transformer(decoder.model(), pool);
     absl::StatusOr<engine::RagPromptBuilder> prompts =
         engine::RagPromptBuilder::Create(&decoder.tokenizer());
     EXPECT_OK(prompts.status());
+    if (!prompts.ok()) return {};
     const std::vector<int32_t> stops = node::StopTokensOf(decoder.tokenizer());
-    for (const std::string& question : kQuestions) {
-      const engine::RagPrompt frame = prompts->Build(question, {});
-      engine::DocumentStreamsPrompt prompt{
-          .prefix = frame.prefix, .documents = {}, .suffix = frame.suffix};
-      std::vector<float> scores;
-      for (const auto& base : bases) {
-        absl::StatusOr<std::vector<retrieval::SearchHit>> hits = base->Search(question, kTopK);
-        EXPECT_OK(hits.status());
-        for (const retrieval::SearchHit& hit : *hits) {
-          prompt.documents.push_back(prompts->EncodeChunk(hit.text));
-          scores.push_back(hit.score);
-        }
-      }
-      auto streams = engine::DocumentStreams::Start(transformer, prompt, kMaxTokens);
-      EXPECT_OK(streams.status());
-      std::vector<int32_t>& tokens = expected[question];
-      for (uint32_t step = 0; step < kMaxTokens; ++step) {
-        absl::StatusOr<node::SideMixture> mixture =
-            node::MixStreams((*streams)->logits(), scores, 0);
-        EXPECT_OK(mixture.status());
-        std::mt19937_64 unused;
-        const int32_t token = node::DraftToken(mixture->p, true, unused);
-        if (std::find(stops.begin(), stops.end(), token) != stops.end()) break;
-        tokens.push_back(token);
-        if (step + 1 < kMaxTokens) {
-          EXPECT_OK((*streams)->Append(token));
-        }
+    const engine::RagPrompt frame = prompts->Build(question, {});
+    engine::DocumentStreamsPrompt prompt{
+        .prefix = frame.prefix, .documents = {}, .suffix = frame.suffix};
+    for (const std::string& text : chunks.texts) {
+      prompt.documents.push_back(prompts->EncodeChunk(text));
+    }
+    auto streams = engine::DocumentStreams::Start(transformer, prompt, max_tokens);
+    EXPECT_OK(streams.status());
+    if (!streams.ok()) return {};
+    for (const int32_t token : prefix) EXPECT_OK((*streams)->Append(token));
+    std::vector<int32_t> tokens;
+    for (uint32_t step = prefix.size(); step < max_tokens; ++step) {
+      absl::StatusOr<node::SideMixture> mixture =
+          node::MixStreams((*streams)->logits(), chunks.scores, 0);
+      EXPECT_OK(mixture.status());
+      if (!mixture.ok()) break;
+      std::mt19937_64 unused;
+      const int32_t token = node::DraftToken(mixture->p, true, unused);
+      if (std::find(stops.begin(), stops.end(), token) != stops.end()) break;
+      tokens.push_back(token);
+      if (step + 1 < max_tokens) {
+        EXPECT_OK((*streams)->Append(token));
       }
     }
-    return expected;
+    return tokens;
   }
 
   silo::testing::TempDir dir_;
@@ -225,8 +254,9 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
       ASSERT_EQ(code, 0) << ingest->Log();
     }
   }
-  const std::map<std::string, std::vector<int32_t>> expected = Reference();
-  ASSERT_EQ(expected.size(), kQuestions.size());
+  const std::map<std::string, Chunks> chunks = Retrieve(kQuestions);
+  ASSERT_EQ(chunks.size(), kQuestions.size());
+  ASSERT_OK_AND_ASSIGN(const engine::LanguageModel decoder, engine::LanguageModel::Open(decoder_));
 
   std::string cloud_address;
   std::map<std::string, std::unique_ptr<ChildProcess>> nodes;
@@ -241,7 +271,8 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
     ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
     EXPECT_EQ(answer.placement.dragon_peer().node_id(), "cloud");
     EXPECT_EQ(answer.placement.aggregator(), v1::DRAGON_SIDE_DEVICE);
-    EXPECT_EQ(answer.tokens, expected.at(question)) << answer.text;
+    EXPECT_EQ(answer.tokens, GreedyMixture(decoder, question, chunks.at(question), {}, kMaxTokens))
+        << answer.text;
     EXPECT_EQ(answer.done.sources_size(), static_cast<int>(kTopK)) << "the device's own chunks";
     EXPECT_GT(answer.done.stats().dragon_acceptance(), 0);
     EXPECT_GT(answer.done.stats().aggregator_moves(), 0u);
@@ -279,7 +310,7 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
         EXPECT_OK(nodes["cloud"]->Wait(absl::Seconds(10)).status());
       });
     });
-    killer.join();
+    if (killer.joinable()) killer.join();
     ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
     EXPECT_FALSE(answer.tokens.empty());
     ASSERT_EQ(answer.done.unanswered_size(), 1);
@@ -290,6 +321,46 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
   const silo::testing::StreamedAnswer after = Ask(kQuestions[1]);
   EXPECT_EQ(after.status.error_code(), grpc::StatusCode::UNAVAILABLE)
       << after.status.error_message();
+
+  // 4. The cloud dies after the first token and a new cloud process starts at its address while
+  // the device answers alone: the device resumes aggregation with it.
+  nodes["cloud"] = StartNode("cloud", nullptr);
+  ASSERT_NE(nodes["cloud"], nullptr);
+  ASSERT_OK(silo::testing::WaitForOnlineNodes(Operator(), 2, kStartTimeout));
+  std::thread restarter;
+  absl::Duration restart_time;
+  const silo::testing::StreamedAnswer resumed = Ask(
+      kResumeQuestion,
+      [&] {
+        restarter = std::thread([&] {
+          const absl::Time killed = absl::Now();
+          nodes["cloud"]->Signal(SIGKILL);
+          EXPECT_OK(nodes["cloud"]->Wait(absl::Seconds(10)).status());
+          nodes["cloud"] = StartNode("cloud", nullptr);
+          restart_time = absl::Now() - killed;
+        });
+      },
+      kResumeMaxTokens);
+  if (restarter.joinable()) restarter.join();
+  ASSERT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+  std::cout << "cloud restarted in " << restart_time << "; answer of " << resumed.tokens.size()
+            << " tokens in " << resumed.elapsed << "\n";
+  ASSERT_EQ(resumed.done.unanswered_size(), 1);
+  const std::string& message = resumed.done.unanswered(0).message();
+  std::cout << message << "\n";
+  constexpr std::string_view kResumedAfter = "resumed aggregation with it after ";
+  const size_t at = message.find(kResumedAfter);
+  ASSERT_NE(at, std::string::npos) << message;
+  int resumed_at = -1;
+  ASSERT_EQ(std::sscanf(message.c_str() + at + kResumedAfter.size(), "%d", &resumed_at), 1);
+  ASSERT_GT(resumed_at, 0);
+  ASSERT_LT(resumed_at, static_cast<int>(resumed.tokens.size())) << message;
+  // From the resumption on, the answer is the mixture over both stores' chunks again.
+  const std::vector<int32_t> prefix(resumed.tokens.begin(), resumed.tokens.begin() + resumed_at);
+  const std::vector<int32_t> rest(resumed.tokens.begin() + resumed_at, resumed.tokens.end());
+  EXPECT_EQ(rest, GreedyMixture(decoder, kResumeQuestion, chunks.at(kResumeQuestion), prefix,
+                                kResumeMaxTokens))
+      << message;
 }
 
 }  // namespace
