@@ -63,8 +63,8 @@ const std::vector<std::string> kQuestions = {
     "Which Python version does my laptop use, and how was it installed?",
     "How do I copy an object in Python?",
 };
-// Part 4: long enough for the device to answer alone while the cloud restarts.
-constexpr char kResumeQuestion[] = "How do I copy an object in Python?";
+// Part 4 asks kQuestions[2] for this many tokens: long enough for the device to answer alone
+// while the cloud restarts.
 constexpr uint32_t kResumeMaxTokens = 256;
 
 class DragonEndToEndTest : public ::testing::Test {
@@ -327,10 +327,11 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
   nodes["cloud"] = StartNode("cloud", nullptr);
   ASSERT_NE(nodes["cloud"], nullptr);
   ASSERT_OK(silo::testing::WaitForOnlineNodes(Operator(), 2, kStartTimeout));
+  const std::string& resume_question = kQuestions[2];
   std::thread restarter;
   absl::Duration restart_time;
   const silo::testing::StreamedAnswer resumed = Ask(
-      kResumeQuestion,
+      resume_question,
       [&] {
         restarter = std::thread([&] {
           const absl::Time killed = absl::Now();
@@ -358,7 +359,7 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
   // From the resumption on, the answer is the mixture over both stores' chunks again.
   const std::vector<int32_t> prefix(resumed.tokens.begin(), resumed.tokens.begin() + resumed_at);
   const std::vector<int32_t> rest(resumed.tokens.begin() + resumed_at, resumed.tokens.end());
-  EXPECT_EQ(rest, GreedyMixture(decoder, kResumeQuestion, chunks.at(kResumeQuestion), prefix,
+  EXPECT_EQ(rest, GreedyMixture(decoder, resume_question, chunks.at(resume_question), prefix,
                                 kResumeMaxTokens))
       << message;
 }
