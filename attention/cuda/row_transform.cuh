@@ -6,6 +6,7 @@
 #define SILO_ATTENTION_CUDA_ROW_TRANSFORM_CUH_
 
 #include <cstdint>
+#include <type_traits>
 
 #include "attention/attention_args.h"
 #include "attention/cuda/cuda_common.cuh"
@@ -99,6 +100,21 @@ constexpr int kMaxRegisterRowDim = kMaxRegisterColumns * kWarpSize;
 // half of them idle (the merge's unscramble of a row ~0.2 µs sooner on the H200).
 __host__ __device__ constexpr int RegisterColumnsFor(int dim) {
   return dim <= 2 * kWarpSize ? 2 : dim <= 4 * kWarpSize ? 4 : kMaxRegisterColumns;
+}
+
+// f(std::integral_constant<int, RegisterColumnsFor(dim)>()): the instance of a template on the
+// columns a lane holds that rows of `dim` columns take, from host or device code.
+#pragma nv_exec_check_disable
+template <typename F>
+__host__ __device__ __forceinline__ decltype(auto) WithRegisterColumns(int dim, F&& f) {
+  switch (RegisterColumnsFor(dim)) {
+    case 2:
+      return f(std::integral_constant<int, 2>());
+    case 4:
+      return f(std::integral_constant<int, 4>());
+    default:
+      return f(std::integral_constant<int, kMaxRegisterColumns>());
+  }
 }
 
 // One transform's parameters in a warp's registers, laid out as a row in registers. Loading them
@@ -252,14 +268,9 @@ __device__ __forceinline__ void TransformArgsRowInWarp(const RowTransformArgs& a
   const RowTransformView v = TransformOf(a.transforms, index);
   const float* in = a.in + source * a.in_stride;
   if (v.dim <= kMaxRegisterRowDim) {
-    switch (RegisterColumnsFor(v.dim)) {
-      case 2:
-        return TransformRowInRegisters<2>(v, in, out, t, lane);
-      case 4:
-        return TransformRowInRegisters<4>(v, in, out, t, lane);
-      default:
-        return TransformRowInRegisters<kMaxRegisterColumns>(v, in, out, t, lane);
-    }
+    return WithRegisterColumns(v.dim, [&](auto columns) {
+      TransformRowInRegisters<decltype(columns)::value>(v, in, out, t, lane);
+    });
   }
   const float* mixed = MixRowInWarp(v, in, t, u, lane);
   for (int c = lane; c < v.out_dim; c += kWarpSize) out[c] = PostValue(v, mixed, c);
