@@ -491,31 +491,37 @@ absl::Status RunDragonBench(const DragonBenchOptions& options, std::ostream& out
   std::vector<std::vector<double>> token_ms(rows.size());
   std::vector<std::vector<double>> ttft_ms(rows.size());
   std::vector<std::vector<double>> acceptance(rows.size());
+  // Each question through every row before the next question, so that the rows of an RTT run
+  // interleaved in time: a drift of this machine's speed over the minutes an RTT takes then
+  // weighs on every row alike rather than on the rows that ran while it lasted.
   for (const double rtt : options.rtts_ms) {
-    for (size_t r = 0; r < rows.size(); ++r) {
-      DragonRunOptions run = rows[r].options;
-      run.max_tokens = options.max_tokens;
-      run.rtt = absl::Milliseconds(rtt);
-      double token_sum = 0, ttft_sum = 0, acceptance_sum = 0;
-      int n_acceptance = 0;
-      int64_t moves = 0;
-      for (int i = 0; i < options.n_questions; ++i) {
-        SILO_ASSIGN_OR_RETURN(const DragonCase c,
-                              lab->Case(i, options.n_questions, options.n_chunks));
+    std::vector<double> token_sum(rows.size()), ttft_sum(rows.size());
+    std::vector<double> acceptance_sum(rows.size());
+    std::vector<int> n_acceptance(rows.size());
+    std::vector<int64_t> moves(rows.size());
+    for (int i = 0; i < options.n_questions; ++i) {
+      SILO_ASSIGN_OR_RETURN(const DragonCase c,
+                            lab->Case(i, options.n_questions, options.n_chunks));
+      for (size_t r = 0; r < rows.size(); ++r) {
+        DragonRunOptions run = rows[r].options;
+        run.max_tokens = options.max_tokens;
+        run.rtt = absl::Milliseconds(rtt);
         SILO_ASSIGN_OR_RETURN(const DragonRunResult measured, lab->Run(c, run));
-        token_sum += measured.token_ms;
-        ttft_sum += measured.ttft_ms;
-        moves += measured.aggregator_moves;
+        token_sum[r] += measured.token_ms;
+        ttft_sum[r] += measured.ttft_ms;
+        moves[r] += measured.aggregator_moves;
         if (measured.acceptance >= 0) {
-          acceptance_sum += measured.acceptance;
-          ++n_acceptance;
+          acceptance_sum[r] += measured.acceptance;
+          ++n_acceptance[r];
         }
       }
-      token_ms[r].push_back(token_sum / options.n_questions);
-      ttft_ms[r].push_back(ttft_sum / options.n_questions);
-      acceptance[r].push_back(n_acceptance > 0 ? acceptance_sum / n_acceptance : -1);
+    }
+    for (size_t r = 0; r < rows.size(); ++r) {
+      token_ms[r].push_back(token_sum[r] / options.n_questions);
+      ttft_ms[r].push_back(ttft_sum[r] / options.n_questions);
+      acceptance[r].push_back(n_acceptance[r] > 0 ? acceptance_sum[r] / n_acceptance[r] : -1);
       log << StrFormat("rtt %.0f ms, %s: %.1f ms/token, ttft %.1f ms, aggregator moves %d\n", rtt,
-                       rows[r].name, token_ms[r].back(), ttft_ms[r].back(), moves);
+                       rows[r].name, token_ms[r].back(), ttft_ms[r].back(), moves[r]);
     }
   }
   out << StrFormat(
