@@ -495,10 +495,15 @@ absl::Status RunDragonBench(const DragonBenchOptions& options, std::ostream& out
   // interleaved in time: a drift of this machine's speed over the minutes an RTT takes then
   // weighs on every row alike rather than on the rows that ran while it lasted.
   for (const double rtt : options.rtts_ms) {
-    std::vector<double> token_sum(rows.size()), ttft_sum(rows.size());
-    std::vector<double> acceptance_sum(rows.size());
-    std::vector<int> n_acceptance(rows.size());
-    std::vector<int64_t> moves(rows.size());
+    // One row's sums over the questions at this RTT.
+    struct RowSums {
+      double token_ms = 0;
+      double ttft_ms = 0;
+      double acceptance = 0;
+      int n_acceptance = 0;  // runs that report one (DRAGON rows)
+      int64_t moves = 0;
+    };
+    std::vector<RowSums> sums(rows.size());
     for (int i = 0; i < options.n_questions; ++i) {
       SILO_ASSIGN_OR_RETURN(const DragonCase c,
                             lab->Case(i, options.n_questions, options.n_chunks));
@@ -507,21 +512,23 @@ absl::Status RunDragonBench(const DragonBenchOptions& options, std::ostream& out
         run.max_tokens = options.max_tokens;
         run.rtt = absl::Milliseconds(rtt);
         SILO_ASSIGN_OR_RETURN(const DragonRunResult measured, lab->Run(c, run));
-        token_sum[r] += measured.token_ms;
-        ttft_sum[r] += measured.ttft_ms;
-        moves[r] += measured.aggregator_moves;
+        RowSums& sum = sums[r];
+        sum.token_ms += measured.token_ms;
+        sum.ttft_ms += measured.ttft_ms;
+        sum.moves += measured.aggregator_moves;
         if (measured.acceptance >= 0) {
-          acceptance_sum[r] += measured.acceptance;
-          ++n_acceptance[r];
+          sum.acceptance += measured.acceptance;
+          ++sum.n_acceptance;
         }
       }
     }
     for (size_t r = 0; r < rows.size(); ++r) {
-      token_ms[r].push_back(token_sum[r] / options.n_questions);
-      ttft_ms[r].push_back(ttft_sum[r] / options.n_questions);
-      acceptance[r].push_back(n_acceptance[r] > 0 ? acceptance_sum[r] / n_acceptance[r] : -1);
+      const RowSums& sum = sums[r];
+      token_ms[r].push_back(sum.token_ms / options.n_questions);
+      ttft_ms[r].push_back(sum.ttft_ms / options.n_questions);
+      acceptance[r].push_back(sum.n_acceptance > 0 ? sum.acceptance / sum.n_acceptance : -1);
       log << StrFormat("rtt %.0f ms, %s: %.1f ms/token, ttft %.1f ms, aggregator moves %d\n", rtt,
-                       rows[r].name, token_ms[r].back(), ttft_ms[r].back(), moves[r]);
+                       rows[r].name, token_ms[r].back(), ttft_ms[r].back(), sum.moves);
     }
   }
   out << StrFormat(
