@@ -881,9 +881,18 @@ absl::StatusOr<v1::Placement> CoordinatorState::PlaceSession(const v1::PlaceSess
     // Each side retrieves from its own corpus; the cloud peer is placed below.
   } else if (!local && request.participant_node_ids().empty()) {
     for (const auto& [id, status] : impl_->nodes) {
-      if (id != querier_id && IsDataRole(status.node().role()) &&
-          status.node().embedder().sha256() == embedder && impl_->Online(status, now)) {
+      if (id == querier_id || !IsDataRole(status.node().role()) ||
+          status.node().embedder().sha256() != embedder) {
+        continue;
+      }
+      if (impl_->Online(status, now)) {
         add_participant(status.node());
+      } else if (status.node().role() == v1::NODE_ROLE_INSTITUTION) {
+        // A user is told which institutions' knowledge is missing from the answer; devices
+        // come and go by nature and are left out silently.
+        v1::NodeRef* ref = placement.add_offline();
+        ref->set_node_id(id);
+        ref->set_address(status.node().address());
       }
     }
   } else {

@@ -126,7 +126,8 @@ class CoordinatorState {
   //   device (FailedPrecondition); for RETRIEVE and FEDRAG it must have an embedder
   //   (FailedPrecondition).
   // - RETRIEVE, no participant_node_ids: every online institution or device other than the
-  //   querier whose embedder.sha256 equals the querier's, ordered by node_id.
+  //   querier whose embedder.sha256 equals the querier's, ordered by node_id; such institutions
+  //   that are offline are listed in Placement.offline (the querier reports them unanswered).
   // - RETRIEVE, explicit participant_node_ids (kept in the given order): each must be
   //   registered (NotFound naming it), not the querier and not listed twice (InvalidArgument),
   //   an institution or a device with the querier's embedder (FailedPrecondition). Offline

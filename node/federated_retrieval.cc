@@ -113,6 +113,12 @@ absl::StatusOr<FederatedRetrievalResult> RetrieveFederated(
   answers.push_back(*std::move(own));
 
   FederatedRetrievalResult result;
+  for (const v1::NodeRef& offline : placement.offline()) {
+    v1::NodeFailure& failure = result.unanswered.emplace_back();
+    failure.set_node_id(offline.node_id());
+    failure.set_code(static_cast<int32_t>(absl::StatusCode::kUnavailable));
+    failure.set_message("offline (missed its heartbeats at placement); not asked");
+  }
   std::vector<std::vector<float>> scores;
   std::vector<const OwnerAnswer*> answered;
   for (const OwnerAnswer& answer : answers) {

@@ -32,7 +32,8 @@ struct FederatedRetrievalOptions {
 
 struct FederatedRetrievalResult {
   std::vector<v1::Source> sources;          // the global top-k, best first
-  std::vector<v1::NodeFailure> unanswered;  // participants without an answer
+  std::vector<v1::NodeFailure> unanswered;  // Placement.offline, then participants without an
+                                            // answer
   int64_t n_candidates = 0;                 // hits of all lists before the merge
 };
 

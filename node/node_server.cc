@@ -119,6 +119,7 @@ absl::StatusOr<std::unique_ptr<NodeServer>> NodeServer::Start(const NodeConfig& 
 
   if (!serve.coordinator.empty()) {
     server->coordinator_thread_ = std::thread([raw = server.get()] { raw->CoordinatorLoop(); });
+    server->probe_thread_ = std::thread([raw = server.get()] { raw->ProbeLoop(); });
   }
   return server;
 }
@@ -141,6 +142,7 @@ void NodeServer::Shutdown() {
   }
   wake_.notify_all();
   if (coordinator_thread_.joinable()) coordinator_thread_.join();
+  if (probe_thread_.joinable()) probe_thread_.join();
   if (server_ != nullptr) server_->Shutdown(DeadlineIn(kShutdownGrace));
 }
 
@@ -158,7 +160,10 @@ bool NodeServer::Register(v1::CoordinatorService::Stub& coordinator) {
   }
   heartbeat_interval_ =
       std::max(absl::Milliseconds(100), absl::Nanoseconds(response.heartbeat_interval_ns()));
-  probe_interval_ = absl::Nanoseconds(std::max<int64_t>(0, response.probe_interval_ns()));
+  {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    probe_interval_ = absl::Nanoseconds(std::max<int64_t>(0, response.probe_interval_ns()));
+  }
   SILO_LOG(Info) << "registered with the coordinator " << config_.serve.coordinator << " as "
                  << info_.node_id();
   return true;
@@ -202,7 +207,6 @@ void NodeServer::CoordinatorLoop() {
       v1::CoordinatorService::NewStub(peers_->Get(config_.serve.coordinator));
   bool registered = false;
   bool warned_unreachable = false;
-  absl::Time next_probe = absl::InfinitePast();
   while (true) {
     absl::Duration wait = heartbeat_interval_;
     if (!registered) {
@@ -233,15 +237,30 @@ void NodeServer::CoordinatorLoop() {
         heartbeat_interval_ =
             std::max(absl::Milliseconds(100), absl::Nanoseconds(response.heartbeat_interval_ns()));
       }
-      if (probe_interval_ > absl::ZeroDuration() && absl::Now() >= next_probe) {
-        ProbePeers(*coordinator);
-        next_probe = absl::Now() + probe_interval_;
-      }
     }
     std::unique_lock<std::mutex> lock(mutex_);
     if (wake_.wait_for(lock, absl::ToChronoNanoseconds(wait), [this] { return stopping_; })) {
       return;
     }
+  }
+}
+
+void NodeServer::ProbeLoop() {
+  const std::unique_ptr<v1::CoordinatorService::Stub> coordinator =
+      v1::CoordinatorService::NewStub(peers_->Get(config_.serve.coordinator));
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!stopping_) {
+    // Zero until a registration names the interval, or when the coordinator wants no probes.
+    const absl::Duration interval = probe_interval_;
+    if (interval > absl::ZeroDuration()) {
+      lock.unlock();
+      ProbePeers(*coordinator);
+      lock.lock();
+    }
+    wake_.wait_for(
+        lock,
+        absl::ToChronoNanoseconds(interval > absl::ZeroDuration() ? interval : kRegisterRetry),
+        [this] { return stopping_; });
   }
 }
 

@@ -50,9 +50,14 @@ class NodeServer {
 
  private:
   NodeServer() = default;
+  // Registration and heartbeats.
   void CoordinatorLoop();
-  // One registration, heartbeat or probe round; false when the coordinator did not answer.
+  // Network probes, on their own thread: a probe round to slow or dead peers takes seconds, and
+  // heartbeats waiting behind it would get this node marked offline.
+  void ProbeLoop();
+  // One registration; false when the coordinator did not answer.
   bool Register(v1::CoordinatorService::Stub& coordinator);
+  // One probe round over the nodes the coordinator lists, reported back to it.
   void ProbePeers(v1::CoordinatorService::Stub& coordinator);
   // This node's certificate key for FedRAG key exchanges. InvalidArgument for a key that is not
   // Ed25519.
@@ -74,13 +79,14 @@ class NodeServer {
   std::unique_ptr<ScrambledAttentionService> attention_service_;  // compute nodes
   std::unique_ptr<grpc::Server> server_;
 
-  // Coordinator link state, owned by CoordinatorLoop.
-  absl::Duration heartbeat_interval_ = absl::Seconds(2);
-  absl::Duration probe_interval_ = absl::ZeroDuration();
+  // Coordinator link state.
+  absl::Duration heartbeat_interval_ = absl::Seconds(2);  // owned by CoordinatorLoop
   std::mutex mutex_;
   std::condition_variable wake_;
-  bool stopping_ = false;  // guarded by mutex_
+  bool stopping_ = false;                                 // guarded by mutex_
+  absl::Duration probe_interval_ = absl::ZeroDuration();  // guarded by mutex_; 0: no probes
   std::thread coordinator_thread_;
+  std::thread probe_thread_;
 };
 
 // Blocks SIGINT and SIGTERM in the calling thread (and the threads it starts afterwards), so

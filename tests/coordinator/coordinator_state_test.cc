@@ -432,6 +432,7 @@ class PlacementTest : public CoordinatorStateTest {
 };
 
 TEST_F(PlacementTest, DefaultParticipantsAreOnlineDataNodesWithTheQueriersEmbedder) {
+  Register(Node("asleep-phone", v1::NODE_ROLE_DEVICE), kT0 - absl::Minutes(1));
   ASSERT_OK_AND_ASSIGN(const v1::Placement placement,
                        Place(Request(v1::GENERATION_MODE_RETRIEVE, "querier")));
   EXPECT_EQ(placement.mode(), v1::GENERATION_MODE_RETRIEVE);
@@ -440,6 +441,10 @@ TEST_F(PlacementTest, DefaultParticipantsAreOnlineDataNodesWithTheQueriersEmbedd
   EXPECT_THAT(Ids(placement), ElementsAre("owner-1", "owner-2"));
   ASSERT_OK_AND_ASSIGN(const v1::NodeStatus owner_1, state_->GetNode("owner-1", kT0));
   EXPECT_EQ(placement.participants(0).address(), owner_1.node().address());
+  // The offline institution with the querier's embedder is named, to be reported unanswered;
+  // the offline device is not.
+  ASSERT_EQ(placement.offline_size(), 1);
+  EXPECT_EQ(placement.offline(0).node_id(), "asleep");
   EXPECT_FALSE(placement.has_compute());
   EXPECT_FALSE(placement.has_dragon_peer());
 
@@ -472,6 +477,7 @@ TEST_F(PlacementTest, ExplicitParticipantsAreCheckedAndKeptInOrderEvenOffline) {
       const v1::Placement placement,
       Place(Request(v1::GENERATION_MODE_RETRIEVE, "querier", {"owner-2", "asleep", "owner-1"})));
   EXPECT_THAT(Ids(placement), ElementsAre("owner-2", "asleep", "owner-1"));
+  EXPECT_EQ(placement.offline_size(), 0);  // the querier asks the named ones, online or not
 
   EXPECT_THAT(Place(Request(v1::GENERATION_MODE_RETRIEVE, "querier", {"owner-1", "ghost"})),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("ghost")));

@@ -6,7 +6,7 @@
 //   2. federated retrieval returns the same global top-10 as one index over the union, by score
 //      (and reciprocal rank fusion gives the same set of owners' best hits);
 //   3. bad input gets a clear status and the node stays up;
-//   4. a killed institution is reported unanswered and marked down;
+//   4. a killed institution is reported unanswered, marked down, and named unanswered while down;
 //   5. a restarted coordinator recovers membership and the session log.
 #include <signal.h>
 
@@ -102,7 +102,7 @@ class FederationTest : public ::testing::Test {
         << "listen: 127.0.0.1:" << coordinator_port_ << "\n"
         << "data_dir: coordinator-data\n"
         << "tls: {ca: certs/ca.pem, cert: certs/coord.pem, key: certs/coord.key}\n"
-        << "heartbeat_interval_ms: 200\nmissed_heartbeats: 3\nprobe_interval_ms: 1000\n";
+        << "heartbeat_interval_ms: 200\nmissed_heartbeats: 5\nprobe_interval_ms: 1000\n";
     std::ofstream(dir_.path() / "siloctl.yaml")
         << "coordinator: 127.0.0.1:" << coordinator_port_ << "\n"
         << "tls: {ca: certs/ca.pem, cert: certs/op.pem, key: certs/op.key}\n";
@@ -481,6 +481,17 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(marked_down) << "inst-c missed its heartbeats but is still online";
+  {
+    // Down, it is not asked, but still named: the user learns whose knowledge is missing.
+    v1::QueryDone done;
+    const grpc::Status status = Query(RetrieveRequest(kQuestions[1], 10), &done);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(done.unanswered_size(), 1);
+    EXPECT_EQ(done.unanswered(0).node_id(), "inst-c");
+    EXPECT_EQ(done.unanswered(0).code(), static_cast<int>(grpc::StatusCode::UNAVAILABLE));
+    EXPECT_THAT(done.unanswered(0).message(), HasSubstr("offline"));
+    EXPECT_EQ(done.sources_size(), 10);
+  }
 
   // 5. The coordinator restarts on the same data: nodes and sessions are still there.
   coordinator->Signal(SIGTERM);
@@ -512,7 +523,8 @@ TEST_F(FederationTest, ThreeInstitutionsAnswerLikeOneIndexAndSurviveFailures) {
     }
   }
   v1::QueryDone done;
-  EXPECT_TRUE(Query(RetrieveRequest(kQuestions[2], 5), &done).ok()) << "answers after restart";
+  const grpc::Status after_restart = Query(RetrieveRequest(kQuestions[2], 5), &done);
+  EXPECT_TRUE(after_restart.ok()) << "answers after restart: " << after_restart.error_message();
 }
 
 }  // namespace
