@@ -114,7 +114,9 @@ constexpr size_t kLocalKvBytes = 4096ull * kKvHeads * kHeadDim * 2;  // of K, or
 // scrambled. Scrambling adds q′ = q·Φ^{-T} for every (head, key block), each KV head and block
 // with its own Φ, and o = o′·Ψ⁻¹ of every remote partial. kFused: q′ written by the local
 // partial's launch and Ψ⁻¹ applied inside the merge; kSeparateLaunches: q′ and o by launches of
-// their own, before the plain merge.
+// their own, before the plain merge. With `copied_in`, the compute node's partials are copied in
+// from the host between the local partial and the merge, as they arrive in the protocol: the
+// merge then has no kernel before it to overlap with.
 struct QuerierStep {
   static constexpr int kLocalKeys = 4096;
   DecodeInputs local;
@@ -122,6 +124,7 @@ struct QuerierStep {
   BackendBuffer query_transform_index, query_source, scrambled_q;
   BackendBuffer parts_o, parts_m, parts_l, plain_o, unscramble_index;
   BackendBuffer merged_o, merged_m, merged_l;
+  std::vector<float> remote_o, remote_m, remote_l;  // the compute node's partials, on the host
   int blocks = 0;
   int n_parts = 0;
   int width = 0;
@@ -175,6 +178,14 @@ struct QuerierStep {
     step.parts_m = Filled(backend, step.n_parts * kHeads * 4, rng, false);
     std::vector<float> ones(step.n_parts * kHeads, 1.0f);
     step.parts_l = Uploaded(backend, ones);
+    const size_t remote_rows = static_cast<size_t>(setting.blocks) * kHeads;
+    step.remote_o.resize(remote_rows * step.width);
+    Check(backend.CopyOut(step.remote_o.data(), step.parts_o.as<float>() + kHeads * step.width,
+                          step.remote_o.size() * 4));
+    step.remote_m.resize(remote_rows);
+    Check(backend.CopyOut(step.remote_m.data(), step.parts_m.as<float>() + kHeads,
+                          step.remote_m.size() * 4));
+    step.remote_l.assign(remote_rows, 1.0f);
     std::vector<int32_t> index(step.n_parts * kHeads, -1);
     for (int b = 0; b < setting.blocks; ++b) {
       for (int h = 0; h < kHeads; ++h) {
@@ -209,7 +220,7 @@ struct QuerierStep {
     return t;
   }
 
-  void Run(AttentionBackend& backend, StepMode mode, int iteration) {
+  void Run(AttentionBackend& backend, StepMode mode, int iteration, bool copied_in = false) {
     PartialAttentionArgs attention =
         DecodeArgs(local, kLocalKeys, iteration % static_cast<int>(local.k.size()));
     // Part 0 (width == head_dim at head_dim 128).
@@ -219,6 +230,12 @@ struct QuerierStep {
     if (mode == kFused || mode == kQueryOnly) attention.also_transform = QueryScramble();
     if (mode == kSeparateLaunches) Check(backend.TransformRows(QueryScramble()));
     Check(backend.PartialAttention(attention));
+    if (copied_in) {
+      Check(backend.CopyIn(parts_o.as<float>() + kHeads * width, remote_o.data(),
+                           remote_o.size() * 4));
+      Check(backend.CopyIn(parts_m.as<float>() + kHeads, remote_m.data(), remote_m.size() * 4));
+      Check(backend.CopyIn(parts_l.as<float>() + kHeads, remote_l.data(), remote_l.size() * 4));
+    }
     MergeArgs merge{.o = parts_o.as<float>(),
                     .m = parts_m.as<float>(),
                     .l = parts_l.as<float>(),
@@ -312,11 +329,16 @@ int Main(int argc, char** argv) {
         *backend, rng, setting, gpu ? static_cast<int>(kL2Bytes / (2 * kLocalKvBytes) + 1) : 1);
     // Alternating rounds, the median of each: the differences are a few percent of the step.
     constexpr StepMode kModes[] = {kPlain, kFused, kQueryOnly, kOutputOnly, kSeparateLaunches};
-    std::vector<double> rounds[std::size(kModes)];
+    std::vector<double> rounds[std::size(kModes)], copied_in_rounds[2];  // plain, fused
     for (int round = 0; round < 7; ++round) {
       for (size_t i = 0; i < std::size(kModes); ++i) {
         rounds[i].push_back(TimePerCall(*backend, iterations,
                                         [&](int call) { step.Run(*backend, kModes[i], call); }));
+      }
+      for (int i = 0; i < 2; ++i) {
+        copied_in_rounds[i].push_back(TimePerCall(*backend, iterations, [&](int call) {
+          step.Run(*backend, kModes[i], call, /*copied_in=*/true);
+        }));
       }
     }
     const double plain = Median(rounds[0]);
@@ -336,6 +358,11 @@ int Main(int argc, char** argv) {
     std::printf("%-44s %12s %13.1f%% of plain + a 4096-key remote partial\n",
                 "  + scrambling, fused", "",
                 100.0 * (fused - plain) / (plain + decode_4096_seconds));
+    const double copied_plain = Median(copied_in_rounds[0]);
+    const double copied_fused = Median(copied_in_rounds[1]);
+    std::printf("%-44s %12.2f\n", "  protocol order: remote partial copied in", copied_plain * 1e6);
+    std::printf("%-44s %12.2f %13.1f%% of that step\n", "  + scrambling, fused", copied_fused * 1e6,
+                100.0 * (copied_fused - copied_plain) / copied_plain);
   }
 
   // Owner side: K' = Π·K·Φ and V' = Π·V·Ψ for 4096 tokens × 8 KV heads (f32 rows in and out).
