@@ -265,11 +265,12 @@ grpc::Status QueryService::Query(grpc::ServerContext* context, const v1::QueryRe
   v1::QueryRequest forward = *request;
   *forward.mutable_placement() = *placement;
   forward.set_querier_node_id(placement->querier_node_id());
+  const absl::Time deadline =
+      std::min(absl::FromChrono(context->deadline()), absl::Now() + kForwardTimeout);
   const std::unique_ptr<v1::QueryService::Stub> stub =
-      v1::QueryService::NewStub(peers_.Get(querier->node().address()));
+      v1::QueryService::NewStub(peers_.GetConnected(querier->node().address(), deadline));
   grpc::ClientContext call;
-  const auto limit = std::chrono::system_clock::now() + absl::ToChronoNanoseconds(kForwardTimeout);
-  call.set_deadline(std::min(context->deadline(), limit));
+  call.set_deadline(absl::ToChronoTime(deadline));
   std::unique_ptr<grpc::ClientReader<v1::QueryResponse>> reader = stub->Query(&call, forward);
   v1::QueryResponse message;
   v1::QueryStats stats;

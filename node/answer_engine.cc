@@ -292,8 +292,9 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
   DragonInbox inbox;
   SILO_ASSIGN_OR_RETURN(
       std::unique_ptr<DragonCloudLink> cloud,
-      DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()), session,
-                            kDragonConnectWait, request.deadline, request.deadline, &inbox));
+      DragonCloudLink::Open(
+          peers_->GetConnected(placement.dragon_peer().address(), request.deadline), session,
+          request.deadline, request.deadline, &inbox));
   result.stats.set_setup_ns(NanosSince(start));
   const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
@@ -330,11 +331,11 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     v1::StartSessionRequest resume = session;
     for (const int32_t token : confirmed) resume.add_resume_tokens(static_cast<uint32_t>(token));
     resume.set_aggregator(v1::DRAGON_SIDE_DEVICE);
-    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link = DragonCloudLink::Open(
-        peers_->Get(placement.dragon_peer().address()), resume,
-        // The device decodes alone meanwhile: no wait for the channel.
-        absl::ZeroDuration(), std::min(request.deadline, absl::Now() + kDragonReconnectTimeout),
-        request.deadline, &inbox);
+    absl::StatusOr<std::unique_ptr<DragonCloudLink>> link =
+        DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()), resume,
+                              // The device decodes alone meanwhile: no wait for the channel.
+                              std::min(request.deadline, absl::Now() + kDragonReconnectTimeout),
+                              request.deadline, &inbox);
     if (!link.ok()) return false;
     cloud = *std::move(link);
     return true;
@@ -417,7 +418,8 @@ absl::StatusOr<std::vector<std::string>> AnswerEngine::GatherChunkText(
     grpc::ClientContext context;
     context.set_deadline(absl::ToChronoTime(request.deadline));
     v1::ExportChunkTextResponse response;
-    const grpc::Status status = v1::RetrievalService::NewStub(peers_->Get(participant->address()))
+    const grpc::Status status = v1::RetrievalService::NewStub(
+                                    peers_->GetConnected(participant->address(), request.deadline))
                                     ->ExportChunkText(&context, export_request, &response);
     if (!status.ok()) {
       return absl::Status(static_cast<absl::StatusCode>(status.error_code()),

@@ -11,13 +11,7 @@ namespace silo::node {
 
 absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
     const std::shared_ptr<grpc::Channel>& channel, const v1::StartSessionRequest& request,
-    absl::Duration connect_wait, absl::Time start_deadline, absl::Time stream_deadline,
-    DragonInbox* inbox) {
-  if (connect_wait > absl::ZeroDuration()) {
-    // Not connected in time: StartSession fails with the channel's error.
-    channel->WaitForConnected(
-        absl::ToChronoTime(std::min(start_deadline, absl::Now() + connect_wait)));
-  }
+    absl::Time start_deadline, absl::Time stream_deadline, DragonInbox* inbox) {
   std::unique_ptr<DragonCloudLink> link(new DragonCloudLink());
   link->stub_ = v1::DragonService::NewStub(channel);
   {

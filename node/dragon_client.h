@@ -20,21 +20,15 @@ namespace silo::node {
 
 // How long a device waits for a lost cloud when it tries to resume (it decodes alone meanwhile).
 inline constexpr absl::Duration kDragonReconnectTimeout = absl::Seconds(1);
-// How long a device waits for its channel to the placed cloud to connect before it starts the
-// session: a cloud that has just restarted is reached once the channel's reconnect backoff
-// (crypto::kMaxReconnectBackoffMs) has passed, where a call would fail at once before.
-inline constexpr absl::Duration kDragonConnectWait = absl::Seconds(3);
 
 class DragonCloudLink {
  public:
-  // Waits up to `connect_wait` (and start_deadline) for the channel to connect, starts the
-  // session at the cloud (StartSession under `start_deadline`) and opens the stream (under
-  // `stream_deadline`). The cloud's errors (FAILED_PRECONDITION for another model,
+  // Starts the session at the cloud (StartSession under `start_deadline`) and opens the stream
+  // (under `stream_deadline`). The cloud's errors (FAILED_PRECONDITION for another model,
   // INVALID_ARGUMENT, ...) or Unavailable. `inbox` must outlive the link.
   static absl::StatusOr<std::unique_ptr<DragonCloudLink>> Open(
       const std::shared_ptr<grpc::Channel>& channel, const v1::StartSessionRequest& request,
-      absl::Duration connect_wait, absl::Time start_deadline, absl::Time stream_deadline,
-      DragonInbox* inbox);
+      absl::Time start_deadline, absl::Time stream_deadline, DragonInbox* inbox);
 
   ~DragonCloudLink();
 

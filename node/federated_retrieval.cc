@@ -24,10 +24,11 @@ struct OwnerAnswer {
 OwnerAnswer AskOwner(const Querier& querier, const v1::NodeRef& owner,
                      const v1::RetrieveRequest& request, absl::Duration timeout) {
   OwnerAnswer answer{.node_id = owner.node_id(), .status = absl::OkStatus(), .chunks = {}};
+  const absl::Time deadline = absl::Now() + timeout;
   const std::unique_ptr<v1::RetrievalService::Stub> stub =
-      v1::RetrievalService::NewStub(querier.peers->Get(owner.address()));
+      v1::RetrievalService::NewStub(querier.peers->GetConnected(owner.address(), deadline));
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoNanoseconds(timeout));
+  context.set_deadline(absl::ToChronoTime(deadline));
   v1::RetrieveResponse response;
   answer.status = FromGrpcStatus(stub->Retrieve(&context, request, &response));
   if (!answer.status.ok()) return answer;

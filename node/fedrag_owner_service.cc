@@ -303,10 +303,12 @@ grpc::Status FedRagOwnerService::PrepareSession(grpc::ServerContext* context,
 
   // Only the named compute node may receive K'/V'; with every layer protected it gets none.
   const bool uploads = protect_layers < n_layers;
-  const std::shared_ptr<grpc::Channel> channel = uploads ? peers_->Get(compute.address()) : nullptr;
+  const absl::Time health_deadline = absl::Now() + absl::Seconds(10);
+  const std::shared_ptr<grpc::Channel> channel =
+      uploads ? peers_->GetConnected(compute.address(), health_deadline) : nullptr;
   if (uploads) {
     grpc::ClientContext health_context;
-    health_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    health_context.set_deadline(absl::ToChronoTime(health_deadline));
     v1::HealthResponse health;
     const grpc::Status reached = v1::NodeControlService::NewStub(channel)->Health(
         &health_context, v1::HealthRequest(), &health);

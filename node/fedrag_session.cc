@@ -95,7 +95,8 @@ absl::StatusOr<std::unique_ptr<FedRagSession>> FedRagSession::Open(
   std::vector<int64_t> sent(o.owners.size()), received(o.owners.size());
   SILO_RETURN_IF_ERROR(RunInParallel(o.owners.size(), [&](size_t i) -> absl::Status {
     const FedRagOwnerChunks& owner = o.owners[i];
-    const auto stub = v1::FedRagOwnerService::NewStub(peers.Get(owner.owner.address()));
+    const auto stub =
+        v1::FedRagOwnerService::NewStub(peers.GetConnected(owner.owner.address(), o.deadline));
     SILO_ASSIGN_OR_RETURN(const QuerierKeyExchange exchange,
                           QuerierKeyExchange::Start(signer, session_id));
     v1::ExchangeKeysResponse keys;

@@ -1,5 +1,7 @@
 #include "node/peer_channels.h"
 
+#include <algorithm>
+
 #include "grpcpp/create_channel.h"
 
 namespace silo::node {
@@ -13,6 +15,16 @@ std::shared_ptr<grpc::Channel> PeerChannels::Get(const std::string& address) {
   if (channel == nullptr) {
     channel =
         grpc::CreateCustomChannel(address, credentials_, crypto::FederationChannelArguments());
+  }
+  return channel;
+}
+
+std::shared_ptr<grpc::Channel> PeerChannels::GetConnected(const std::string& address,
+                                                          absl::Time deadline) {
+  std::shared_ptr<grpc::Channel> channel = Get(address);
+  if (channel->GetState(/*try_to_connect=*/true) != GRPC_CHANNEL_READY) {
+    channel->WaitForConnected(
+        absl::ToChronoTime(std::min(deadline, absl::Now() + kPeerConnectWait)));
   }
   return channel;
 }
