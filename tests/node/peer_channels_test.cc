@@ -5,11 +5,11 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "crypto/mtls.h"
-#include "grpcpp/server_builder.h"
 #include "gtest/gtest.h"
 #include "silo/v1/node.grpc.pb.h"
 #include "tests/testing/child_process.h"
@@ -35,8 +35,6 @@ class PeerChannelsTest : public ::testing::Test {
     ASSERT_OK(silo::testing::MakeDevCertificates(dir_.path(),
                                                  {"institution/server", "institution/client"}));
     ASSERT_OK_AND_ASSIGN(
-        server_tls_, crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(dir_.path(), "server")));
-    ASSERT_OK_AND_ASSIGN(
         client_tls_, crypto::LoadTlsMaterial(silo::testing::DevTlsFiles(dir_.path(), "client")));
     port_ = silo::testing::PickUnusedPort();
     ASSERT_GT(port_, 0);
@@ -44,11 +42,8 @@ class PeerChannelsTest : public ::testing::Test {
   }
 
   // A server on address_ (always the same port, as a restarted pod behind one address).
-  std::unique_ptr<grpc::Server> StartServer() {
-    grpc::ServerBuilder builder;
-    builder.AddListeningPort(address_, crypto::MakeServerCredentials(server_tls_));
-    builder.RegisterService(&service_);
-    return builder.BuildAndStart();
+  absl::StatusOr<silo::testing::DevServer> StartServer() {
+    return silo::testing::StartDevServer(dir_.path(), "server", {&service_}, {}, port_);
   }
 
   static grpc::Status Health(const std::shared_ptr<grpc::Channel>& channel) {
@@ -60,7 +55,7 @@ class PeerChannelsTest : public ::testing::Test {
   }
 
   silo::testing::TempDir dir_;
-  crypto::TlsMaterial server_tls_, client_tls_;
+  crypto::TlsMaterial client_tls_;
   int port_ = 0;
   std::string address_;
   HealthyNode service_;
@@ -74,14 +69,13 @@ TEST_F(PeerChannelsTest, OneChannelPerAddress) {
 
 TEST_F(PeerChannelsTest, GetConnectedWaitsOutTheReconnectBackoffOfARestartedPeer) {
   PeerChannels channels(client_tls_);
-  std::unique_ptr<grpc::Server> server = StartServer();
-  ASSERT_NE(server, nullptr);
+  ASSERT_OK_AND_ASSIGN(silo::testing::DevServer server, StartServer());
   ASSERT_TRUE(Health(channels.Get(address_)).ok());
 
   // The peer goes away; calls fail for long enough that the channel's backoff reaches its
   // maximum (crypto::kMaxReconnectBackoffMs).
-  server->Shutdown(std::chrono::system_clock::now());
-  server.reset();
+  server.server->Shutdown(std::chrono::system_clock::now());
+  server.server.reset();
   const absl::Time down_until =
       absl::Now() + absl::Milliseconds(2 * crypto::kMaxReconnectBackoffMs);
   while (absl::Now() < down_until) {
@@ -90,8 +84,7 @@ TEST_F(PeerChannelsTest, GetConnectedWaitsOutTheReconnectBackoffOfARestartedPeer
   }
 
   // Back on the same address: reached at once, within the wait.
-  server = StartServer();
-  ASSERT_NE(server, nullptr);
+  ASSERT_OK_AND_ASSIGN(server, StartServer());
   const absl::Time start = absl::Now();
   const grpc::Status reached = Health(channels.GetConnected(address_, start + absl::Seconds(10)));
   EXPECT_TRUE(reached.ok()) << reached.error_message();

@@ -102,12 +102,12 @@ absl::StatusOr<DevServer> StartDevServer(
     const std::filesystem::path& dir, std::string_view id,
     const std::vector<grpc::Service*>& services,
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-        interceptors) {
+        interceptors,
+    int port) {
   absl::StatusOr<crypto::TlsMaterial> tls = crypto::LoadTlsMaterial(DevTlsFiles(dir, id));
   if (!tls.ok()) return tls.status();
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", crypto::MakeServerCredentials(*tls), &port);
+  builder.AddListeningPort(StrCat("127.0.0.1:", port), crypto::MakeServerCredentials(*tls), &port);
   crypto::ApplyFederationServerLimits(builder);
   for (grpc::Service* service : services) builder.RegisterService(service);
   if (!interceptors.empty()) builder.experimental().SetInterceptorCreators(std::move(interceptors));

@@ -48,8 +48,9 @@ absl::StatusOr<std::filesystem::path> MakeDevCertificates(const std::filesystem:
 // The TLS files make-dev-ca wrote for `id` into `dir` (dir/ca.pem, dir/<id>.pem, dir/<id>.key).
 crypto::TlsFiles DevTlsFiles(const std::filesystem::path& dir, std::string_view id);
 
-// A gRPC server on 127.0.0.1 (a free port) with the mTLS credentials of the make-dev-ca identity
-// `id` in `dir`, serving `services` (which outlive it) within the federation's message limits.
+// A gRPC server on 127.0.0.1 (`port`, or a free one for 0) with the mTLS credentials of the
+// make-dev-ca identity `id` in `dir`, serving `services` (which outlive it) within the federation's
+// message limits.
 struct DevServer {
   std::unique_ptr<grpc::Server> server;
   std::string address;  // "127.0.0.1:<port>"
@@ -59,7 +60,8 @@ absl::StatusOr<DevServer> StartDevServer(
     const std::filesystem::path& dir, std::string_view id,
     const std::vector<grpc::Service*>& services,
     std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>>
-        interceptors = {});
+        interceptors = {},
+    int port = 0);
 
 // A channel to `address` as the make-dev-ca identity `id` in `dir`, with the federation's
 // channel arguments.
