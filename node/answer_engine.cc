@@ -1,6 +1,7 @@
 #include "node/answer_engine.h"
 
 #include <atomic>
+#include <future>
 #include <map>
 #include <numeric>
 
@@ -290,12 +291,24 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     source.mutable_citation()->set_source_path(hit.source_path);
   }
   DragonInbox inbox;
-  SILO_ASSIGN_OR_RETURN(
-      std::unique_ptr<DragonCloudLink> cloud,
-      DragonCloudLink::Open(
-          peers_->GetConnected(placement.dragon_peer().address(), request.deadline), session,
-          request.deadline, request.deadline, &inbox));
-  result.stats.set_setup_ns(NanosSince(start));
+  std::unique_ptr<DragonCloudLink> cloud;
+  // The cloud's session starts while this side prefills its streams: the round trip and the
+  // cloud's retrieval overlap the prefill instead of coming before it. The link is awaited once
+  // the streams are started; a cloud that refuses the session fails the answer, as before.
+  int64_t setup_ns = 0;
+  std::future<absl::StatusOr<std::unique_ptr<DragonCloudLink>>> opening =
+      std::async(std::launch::async, [&] {
+        absl::StatusOr<std::unique_ptr<DragonCloudLink>> link = DragonCloudLink::Open(
+            peers_->GetConnected(placement.dragon_peer().address(), request.deadline), session,
+            request.deadline, request.deadline, &inbox);
+        setup_ns = NanosSince(start);
+        return link;
+      });
+  const auto link_opened = [&]() -> absl::Status {
+    SILO_ASSIGN_OR_RETURN(cloud, opening.get());
+    result.stats.set_setup_ns(setup_ns);
+    return absl::OkStatus();
+  };
   const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
   absl::Status delta_status;
@@ -318,11 +331,15 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     if (!streaming) user_gone = true;  // nobody reads the answer: both sides stop
   };
   int64_t bytes_received = 0;
-  // A lost cloud is asked to resume from the tokens final so far (it may have restarted).
+  // A lost cloud is asked to resume from the tokens final so far (it may have restarted), once
+  // it answers a Health call made off this thread: the device decodes alone meanwhile.
+  CloudHealthWatch cloud_health([&] { return peers_->Get(placement.dragon_peer().address()); },
+                                kPeerConnectWait);
   DragonPeerOptions resumable = options;
   resumable.stop = &user_gone;
   resumable.reconnect = [&](std::span<const int32_t> confirmed) {
     if (static_cast<int32_t>(confirmed.size()) + 1 >= request.max_tokens) return false;
+    if (!cloud_health.Answers()) return false;
     if (cloud != nullptr) {
       bytes_received += cloud->bytes_received();
       cloud.reset();  // cancels what is left of the old stream
@@ -333,7 +350,7 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     resume.set_aggregator(v1::DRAGON_SIDE_DEVICE);
     absl::StatusOr<std::unique_ptr<DragonCloudLink>> link =
         DragonCloudLink::Open(peers_->Get(placement.dragon_peer().address()), resume,
-                              // The device decodes alone meanwhile: no wait for the channel.
+                              // The cloud has just answered; this thread should not wait long.
                               std::min(request.deadline, absl::Now() + kDragonReconnectTimeout),
                               request.deadline, &inbox);
     if (!link.ok()) return false;
@@ -342,7 +359,7 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
   };
   absl::StatusOr<DragonSideResult> side = node::RunDragonSide(
       transformer_, prompts_, request.question, hits, resumable, inbox,
-      [&](const DragonMessage& message) { return cloud->Send(message); }, on_token);
+      [&](const DragonMessage& message) { return cloud->Send(message); }, on_token, link_opened);
   absl::Status cloud_status = absl::UnavailableError("the cloud could not be reached again");
   if (cloud != nullptr) {
     // A cloud that is not done (this side failed, stopped early or went alone) is stopped.

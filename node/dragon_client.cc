@@ -64,6 +64,56 @@ absl::Status DragonCloudLink::Send(const DragonMessage& message) {
   return absl::OkStatus();
 }
 
+CloudHealthWatch::CloudHealthWatch(std::function<std::shared_ptr<grpc::Channel>()> channel,
+                                   absl::Duration wait)
+    : channel_(std::move(channel)), wait_(wait) {}
+
+CloudHealthWatch::~CloudHealthWatch() {
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+    // A context cancelled before its call starts cancels the call as it starts.
+    if (in_flight_ != nullptr) in_flight_->TryCancel();
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+bool CloudHealthWatch::Answers() {
+  std::lock_guard lock(mutex_);
+  if (answered_) {
+    answered_ = false;
+    return true;
+  }
+  if (!checking_ && !stopping_) {
+    // The last call's thread has left the lock for good: joining it here does not wait on us.
+    if (worker_.joinable()) worker_.join();
+    checking_ = true;
+    worker_ = std::thread(&CloudHealthWatch::Check, this);
+  }
+  return false;
+}
+
+void CloudHealthWatch::Check() {
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + wait_));
+  context.set_wait_for_ready(true);  // a channel backing off from the lost cloud may reconnect
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) {
+      checking_ = false;
+      return;
+    }
+    in_flight_ = &context;
+  }
+  v1::HealthResponse response;
+  const grpc::Status status =
+      v1::NodeControlService::NewStub(channel_())->Health(&context, v1::HealthRequest(), &response);
+  std::lock_guard lock(mutex_);
+  in_flight_ = nullptr;
+  checking_ = false;
+  answered_ = status.ok() && response.serving();
+}
+
 absl::Status DragonCloudLink::Finish() {
   if (finished_) return finish_status_;
   finished_ = true;

@@ -79,13 +79,12 @@ std::vector<int32_t> StopTokensOf(const engine::Tokenizer& tokenizer) {
   return stops;
 }
 
-absl::StatusOr<DragonSideResult> RunDragonSide(engine::Transformer& transformer,
-                                               const engine::RagPromptBuilder& prompts,
-                                               std::string_view question,
-                                               std::span<const retrieval::SearchHit> hits,
-                                               DragonPeerOptions options, DragonInbox& inbox,
-                                               const DragonSend& send,
-                                               const std::function<void(int32_t)>& on_token) {
+absl::StatusOr<DragonSideResult> RunDragonSide(
+    engine::Transformer& transformer, const engine::RagPromptBuilder& prompts,
+    std::string_view question, std::span<const retrieval::SearchHit> hits,
+    DragonPeerOptions options, DragonInbox& inbox, const DragonSend& send,
+    const std::function<void(int32_t)>& on_token,
+    const std::function<absl::Status()>& streams_started) {
   const absl::Time start = absl::Now();
   const engine::RagPrompt frame = prompts.Build(question, {});
   engine::DocumentStreamsPrompt prompt{
@@ -109,6 +108,7 @@ absl::StatusOr<DragonSideResult> RunDragonSide(engine::Transformer& transformer,
                         engine::DocumentStreams::Start(transformer, prompt, options.max_tokens,
                                                        options.confirmed_prefix));
   result.prefill = absl::Now() - start;
+  if (streams_started) SILO_RETURN_IF_ERROR(streams_started());
   if (options.stop_tokens.empty()) options.stop_tokens = StopTokensOf(prompts.tokenizer());
   SILO_ASSIGN_OR_RETURN(result.peer,
                         RunDragonPeer(*streams, scores, options, inbox, send, on_token));

@@ -51,14 +51,15 @@ struct DragonSideResult {
 };
 
 // Starts one stream per hit (scores from the hits) and runs the protocol. `options.stop_tokens`
-// is taken from the tokenizer when empty. Errors: DocumentStreams::Start, RunDragonPeer.
-absl::StatusOr<DragonSideResult> RunDragonSide(engine::Transformer& transformer,
-                                               const engine::RagPromptBuilder& prompts,
-                                               std::string_view question,
-                                               std::span<const retrieval::SearchHit> hits,
-                                               DragonPeerOptions options, DragonInbox& inbox,
-                                               const DragonSend& send,
-                                               const std::function<void(int32_t)>& on_token);
+// is taken from the tokenizer when empty. `streams_started`, when given, runs between the two (the
+// device waits there for its link to the cloud, opened while it prefilled); its error ends the
+// side. Errors: DocumentStreams::Start, streams_started, RunDragonPeer.
+absl::StatusOr<DragonSideResult> RunDragonSide(
+    engine::Transformer& transformer, const engine::RagPromptBuilder& prompts,
+    std::string_view question, std::span<const retrieval::SearchHit> hits,
+    DragonPeerOptions options, DragonInbox& inbox, const DragonSend& send,
+    const std::function<void(int32_t)>& on_token,
+    const std::function<absl::Status()>& streams_started = nullptr);
 
 }  // namespace silo::node
 
