@@ -1,6 +1,7 @@
 #include "node/dragon_client.h"
 
 #include <algorithm>
+#include <condition_variable>
 #include <optional>
 #include <utility>
 
@@ -14,25 +15,48 @@ absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
     absl::Time start_deadline, absl::Time stream_deadline, DragonInbox* inbox) {
   std::unique_ptr<DragonCloudLink> link(new DragonCloudLink());
   link->stub_ = v1::DragonService::NewStub(channel);
-  {
-    grpc::ClientContext start;
-    start.set_deadline(absl::ToChronoTime(start_deadline));
-    v1::StartSessionResponse response;
-    if (grpc::Status status = link->stub_->StartSession(&start, request, &response); !status.ok()) {
-      return FromGrpcStatus(status);
-    }
-    link->n_cloud_chunks_ = response.n_chunks();
-  }
   link->context_.set_deadline(absl::ToChronoTime(stream_deadline));
   link->stream_ = link->stub_->Decode(&link->context_);
-  v1::DecodeRequest hello;
-  *hello.mutable_session() = request.session();
-  if (!link->stream_->Write(hello)) {
+  v1::DecodeRequest first;
+  *first.mutable_start() = request;
+  v1::DecodeResponse started;
+  bool answered = false;
+  bool timed_out = false;
+  {
+    // The start has its own deadline, shorter than the stream's: past it the call is cancelled.
+    std::mutex mutex;
+    std::condition_variable done_changed;
+    bool done = false;
+    std::thread watchdog([&] {
+      std::unique_lock lock(mutex);
+      const absl::Duration wait =
+          std::clamp(start_deadline - absl::Now(), absl::ZeroDuration(), absl::Hours(24));
+      if (!done_changed.wait_for(lock, absl::ToChronoNanoseconds(wait), [&] { return done; })) {
+        timed_out = true;
+        link->context_.TryCancel();
+      }
+    });
+    answered = link->stream_->Write(first) && link->stream_->Read(&started);
+    {
+      std::lock_guard lock(mutex);
+      done = true;
+    }
+    done_changed.notify_one();
+    watchdog.join();
+  }
+  if (!answered || !started.has_started()) {
+    if (answered) link->context_.TryCancel();  // the cloud broke the protocol
     link->finished_ = true;
     const absl::Status status = FromGrpcStatus(link->stream_->Finish());
+    if (timed_out)
+      return absl::DeadlineExceededError("the cloud did not start the session in time");
+    if (answered) {
+      return absl::FailedPreconditionError("the cloud's first message did not start the session");
+    }
     return status.ok() ? absl::UnavailableError("the cloud closed the DRAGON stream at once")
                        : status;
   }
+  link->n_cloud_chunks_ = started.started().n_chunks();
   link->reader_ = std::thread([raw = link.get(), inbox] {
     while (true) {
       v1::DecodeResponse response;

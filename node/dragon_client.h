@@ -1,6 +1,6 @@
-// The device's link to the cloud side of a DRAGON session (DESIGN.md §7): StartSession, then one
-// Decode stream over mTLS whose first message names the session. Messages from the cloud are
-// pushed into the device's DragonInbox by a reader thread; the stream's end closes the inbox.
+// The device's link to the cloud side of a DRAGON session (DESIGN.md §7): one Decode stream over
+// mTLS whose first message starts the session. Messages from the cloud are pushed into the
+// device's DragonInbox by a reader thread; the stream's end closes the inbox.
 // CloudHealthWatch tells a device that decodes alone when a lost cloud answers again.
 //
 // Thread-safety: DragonCloudLink: Send from one thread at a time (the decode loop); Finish once.
@@ -28,9 +28,10 @@ inline constexpr absl::Duration kDragonReconnectTimeout = absl::Seconds(1);
 
 class DragonCloudLink {
  public:
-  // Starts the session at the cloud (StartSession under `start_deadline`) and opens the stream
-  // (under `stream_deadline`). The cloud's errors (FAILED_PRECONDITION for another model,
-  // INVALID_ARGUMENT, ...) or Unavailable. `inbox` must outlive the link.
+  // Opens the stream (under `stream_deadline`) and starts the session on it: returns once the
+  // cloud answered `started` (under `start_deadline`). The cloud's errors (FAILED_PRECONDITION
+  // for another model, INVALID_ARGUMENT, ...), DeadlineExceeded, or Unavailable. `inbox` must
+  // outlive the link.
   static absl::StatusOr<std::unique_ptr<DragonCloudLink>> Open(
       const std::shared_ptr<grpc::Channel>& channel, const v1::StartSessionRequest& request,
       absl::Time start_deadline, absl::Time stream_deadline, DragonInbox* inbox);

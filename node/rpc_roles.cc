@@ -34,7 +34,6 @@ const std::vector<RpcRule>& Rules() {
       {Server::kNode, "/silo.v1.FedRagOwnerService/PrepareSession", {kInstitution, kDevice}},
       {Server::kNode, "/silo.v1.FedRagOwnerService/OwnerAttend", {kInstitution, kDevice}},
       // DRAGON: a device (or an institution acting as one) drives the cloud side
-      {Server::kNode, "/silo.v1.DragonService/StartSession", {kInstitution, kDevice}},
       {Server::kNode, "/silo.v1.DragonService/Decode", {kInstitution, kDevice}},
       // compute nodes: the querier opens, attends and closes; owners upload
       {Server::kNode, "/silo.v1.ScrambledAttentionService/OpenSession", {kInstitution, kDevice}},

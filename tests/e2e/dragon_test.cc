@@ -5,7 +5,7 @@
 //      (greedy, the aggregator moving every 3 tokens) is token for token the mixture over all
 //      four chunks computed in this process from the two stores, and the device reports how
 //      many of its drafts were accepted.
-//   2. A cloud that decodes with another model is refused at StartSession.
+//   2. A cloud that decodes with another model refuses the session the stream starts.
 //   3. The cloud dying mid-answer: the device finishes alone and says so, and keeps serving.
 //   4. The cloud dying mid-answer and coming back at its address: the device resumes aggregation
 //      with the new process, and from there the answer is the mixture again.
@@ -287,7 +287,8 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
     const auto stub = v1::DragonService::NewStub(Channel(cloud_address, "phone"));
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-    v1::StartSessionRequest request;
+    v1::DecodeRequest first;
+    v1::StartSessionRequest& request = *first.mutable_start();
     request.mutable_session()->set_value(std::string(16, 'x'));
     request.mutable_model()->set_name("another-model");
     request.mutable_model()->set_sha256(std::string(32, 'm'));
@@ -295,10 +296,28 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
     request.set_top_k(2);
     request.set_max_tokens(8);
     request.set_aggregator(v1::DRAGON_SIDE_DEVICE);
-    v1::StartSessionResponse response;
-    const grpc::Status status = stub->StartSession(&context, request, &response);
+    auto stream = stub->Decode(&context);
+    ASSERT_TRUE(stream->Write(first));
+    v1::DecodeResponse response;
+    EXPECT_FALSE(stream->Read(&response)) << "no `started` for another model";
+    const grpc::Status status = stream->Finish();
     EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
     EXPECT_THAT(status.error_message(), HasSubstr("same model"));
+  }
+  // A stream that does not start with the session is refused too.
+  {
+    const auto stub = v1::DragonService::NewStub(Channel(cloud_address, "phone"));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    auto stream = stub->Decode(&context);
+    v1::DecodeRequest draft;
+    draft.mutable_draft()->set_step(0);
+    ASSERT_TRUE(stream->Write(draft));
+    v1::DecodeResponse response;
+    EXPECT_FALSE(stream->Read(&response));
+    const grpc::Status status = stream->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("start the session"));
   }
 
   // 3. The cloud dies after the first token: the device finishes alone and says so.
