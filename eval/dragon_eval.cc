@@ -231,10 +231,18 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
   const std::vector<float>& cloud_scores = cloud_side.second;
   const absl::Duration one_way = options.rtt / 2;
   std::mt19937_64 jitter_generator(7);
+  const auto jittered_one_way = [&] {
+    const double spread = std::uniform_real_distribution<double>(-1, 1)(jitter_generator);
+    return one_way * (1 + options.jitter * spread);
+  };
+  // The cloud starts once the question has reached it, one way after the device sent it (the
+  // first message of the session's stream); both sides' retrieval is done before the clock.
+  const absl::Duration question_trip = jittered_one_way();
 
   if (options.mode == DragonMode::kSequence) {
     // Each side alone, in parallel; the cloud's answer reaches the device one way later.
     auto cloud = std::async(std::launch::async, [&]() -> absl::StatusOr<AloneResult> {
+      absl::SleepFor(question_trip);
       SILO_ASSIGN_OR_RETURN(SideStreams side, StartSide(*cloud_, *prompts_, c.question,
                                                         cloud_documents, cloud_scores, max_answer));
       return DecodeAlone(side, options, stop_tokens_);
@@ -246,9 +254,7 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
     absl::StatusOr<AloneResult> cloud_result = cloud.get();
     SILO_RETURN_IF_ERROR(device.status());
     SILO_RETURN_IF_ERROR(cloud_result.status());
-    const double spread = std::uniform_real_distribution<double>(-1, 1)(jitter_generator);
-    const absl::Time cloud_arrival =
-        cloud_result->times.back() + one_way * (1 + options.jitter * spread);
+    const absl::Time cloud_arrival = cloud_result->times.back() + jittered_one_way();
     const absl::Time merged = std::max(device->times.back(), cloud_arrival);
     // A side without chunks decodes one stream of score 0 (StartSide).
     const auto mass = [](const std::vector<float>& scores) {
@@ -284,6 +290,7 @@ absl::StatusOr<DragonRunResult> DragonLab::Run(const DragonCase& c,
   cloud_options.side = v1::DRAGON_SIDE_CLOUD;
   auto cloud = std::async(std::launch::async, [&]() -> absl::StatusOr<node::DragonPeerResult> {
     absl::StatusOr<node::DragonPeerResult> run = [&]() -> absl::StatusOr<node::DragonPeerResult> {
+      absl::SleepFor(question_trip);
       SILO_ASSIGN_OR_RETURN(SideStreams side, StartSide(*cloud_, *prompts_, c.question,
                                                         cloud_documents, cloud_scores, max_answer));
       return node::RunDragonPeer(

@@ -12,8 +12,10 @@
 // DRAGON, sync and sequence run the two sides on two threads, each with its own one-thread
 // decoder. DRAGON and sync join them by one TCP connection through a TcpShaper (one-way delay
 // RTT/2 with jitter; eval/shaped_dragon_link.h): the real protocol code (node/dragon_peer.h)
-// over a shaped network, framed directly rather than over gRPC. Sequence sends nothing while
-// decoding: the cloud's answer counts as arriving one shaped one-way delay after it is done. The
+// over a shaped network, framed directly rather than over gRPC. In all three the cloud starts
+// one shaped one-way delay after the device (the question's trip: the first message of the
+// session's stream). Sequence sends nothing while decoding: the cloud's answer counts as
+// arriving one shaped one-way delay after it is done. The
 // chunks of a question are its top n from the whole FAQ: the better half goes to the cloud, the
 // rest to the device.
 //
