@@ -48,8 +48,9 @@ absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
     if (answered) link->context_.TryCancel();  // the cloud broke the protocol
     link->finished_ = true;
     const absl::Status status = FromGrpcStatus(link->stream_->Finish());
-    if (timed_out)
+    if (timed_out) {
       return absl::DeadlineExceededError("the cloud did not start the session in time");
+    }
     if (answered) {
       return absl::FailedPreconditionError("the cloud's first message did not start the session");
     }

@@ -1,6 +1,8 @@
-// CloudHealthWatch over real mTLS against a cloud whose Health calls the test holds: Answers()
-// never waits for the call, is true once a call succeeded (once per success), and the watch's
-// end cancels the call in flight.
+// node/dragon_client.h over real mTLS against test clouds. DragonCloudLink::Open starts the
+// session on the stream: it returns once the cloud answered `started`, with the cloud's error, or
+// past its start deadline. CloudHealthWatch against a cloud whose Health calls the test holds:
+// Answers() never waits for the call, is true once a call succeeded (once per success), and the
+// watch's end cancels the call in flight.
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -62,6 +64,82 @@ class GatedCloud : public v1::NodeControlService::Service {
   int calls_ = 0;
   int cancelled_ = 0;
 };
+
+// A cloud whose Decode answers the first message as the test says: `started`, a draft (a broken
+// protocol), or nothing until the call is cancelled.
+class ScriptedCloud : public v1::DragonService::Service {
+ public:
+  enum class Reply { kStarted, kDraft, kNothing };
+  explicit ScriptedCloud(Reply reply) : reply_(reply) {}
+
+  grpc::Status Decode(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<v1::DecodeResponse, v1::DecodeRequest>* stream) override {
+    v1::DecodeRequest first;
+    if (!stream->Read(&first) || !first.has_start()) {
+      return {grpc::StatusCode::INVALID_ARGUMENT, "the first message must start the session"};
+    }
+    v1::DecodeResponse response;
+    switch (reply_) {
+      case Reply::kStarted:
+        response.mutable_started()->set_n_chunks(first.start().top_k());
+        break;
+      case Reply::kDraft:
+        response.mutable_draft()->set_step(0);
+        break;
+      case Reply::kNothing:
+        while (!context->IsCancelled()) absl::SleepFor(absl::Milliseconds(10));
+        return {grpc::StatusCode::CANCELLED, "cancelled"};
+    }
+    stream->Write(response);
+    v1::DecodeRequest rest;
+    while (stream->Read(&rest)) {
+    }
+    return grpc::Status::OK;
+  }
+
+ private:
+  const Reply reply_;
+};
+
+class DragonCloudLinkTest : public ::testing::TestWithParam<ScriptedCloud::Reply> {};
+
+TEST_P(DragonCloudLinkTest, OpensOnlyOnceTheCloudStartedTheSession) {
+  silo::testing::TempDir dir;
+  ASSERT_OK(silo::testing::MakeDevCertificates(dir.path(), {"institution/cloud", "device/phone"}));
+  ScriptedCloud cloud(GetParam());
+  ASSERT_OK_AND_ASSIGN(silo::testing::DevServer server,
+                       silo::testing::StartDevServer(dir.path(), "cloud", {&cloud}));
+  ASSERT_OK_AND_ASSIGN(std::shared_ptr<grpc::Channel> channel,
+                       silo::testing::DevChannel(dir.path(), "phone", server.address));
+  v1::StartSessionRequest request;
+  request.mutable_session()->set_value(std::string(16, 's'));
+  request.set_top_k(3);
+  DragonInbox inbox;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<DragonCloudLink>> link = DragonCloudLink::Open(
+      channel, request, start + absl::Seconds(2), start + absl::Seconds(60), &inbox);
+  switch (GetParam()) {
+    case ScriptedCloud::Reply::kStarted:
+      ASSERT_OK(link.status());
+      EXPECT_EQ((*link)->n_cloud_chunks(), 3u);
+      EXPECT_OK((*link)->Finish());
+      break;
+    case ScriptedCloud::Reply::kDraft:
+      EXPECT_EQ(link.status().code(), absl::StatusCode::kFailedPrecondition) << link.status();
+      break;
+    case ScriptedCloud::Reply::kNothing:
+      EXPECT_EQ(link.status().code(), absl::StatusCode::kDeadlineExceeded) << link.status();
+      EXPECT_LT(absl::Now() - start, absl::Seconds(30)) << "the start deadline, not the stream's";
+      break;
+  }
+  server.server->Shutdown();
+}
+
+INSTANTIATE_TEST_SUITE_P(Replies, DragonCloudLinkTest,
+                         ::testing::Values(ScriptedCloud::Reply::kStarted,
+                                           ScriptedCloud::Reply::kDraft,
+                                           ScriptedCloud::Reply::kNothing));
 
 class CloudHealthWatchTest : public ::testing::Test {
  protected:
