@@ -277,24 +277,11 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
   *session.mutable_settings() = request.dragon;
   SILO_ASSIGN_OR_RETURN(const DragonPeerOptions options,
                         DragonPeerOptionsOf(session, v1::DRAGON_SIDE_DEVICE));
-  SILO_ASSIGN_OR_RETURN(std::vector<retrieval::SearchHit> hits,
-                        RetrieveDragonChunks(*corpus_, request.question, request.dragon_top_k));
-
-  AnswerResult result;
-  for (const retrieval::SearchHit& hit : hits) {
-    v1::Source& source = result.sources.emplace_back();
-    source.set_owner_node_id(node_id_);
-    source.set_score(hit.score);
-    source.set_n_tokens(static_cast<uint32_t>(hit.n_tokens));
-    // The device's own documents: its user may see where they come from.
-    source.mutable_citation()->set_title(hit.title);
-    source.mutable_citation()->set_source_path(hit.source_path);
-  }
   DragonInbox inbox;
   std::unique_ptr<DragonCloudLink> cloud;
-  // The cloud's session starts while this side prefills its streams: the round trip and the
-  // cloud's retrieval overlap the prefill instead of coming before it. The link is awaited once
-  // the streams are started; a cloud that refuses the session fails the answer, as before.
+  // The cloud's session starts while this side retrieves and prefills: the round trip and the
+  // cloud's retrieval overlap them instead of coming before them. The link is awaited once the
+  // streams are started; a cloud that refuses the session fails the answer, as before.
   int64_t setup_ns = 0;
   std::future<absl::StatusOr<std::unique_ptr<DragonCloudLink>>> opening =
       std::async(std::launch::async, [&] {
@@ -304,11 +291,24 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
         setup_ns = NanosSince(start);
         return link;
       });
+  SILO_ASSIGN_OR_RETURN(std::vector<retrieval::SearchHit> hits,
+                        RetrieveDragonChunks(*corpus_, request.question, request.dragon_top_k));
+
+  AnswerResult result;
   const auto link_opened = [&]() -> absl::Status {
     SILO_ASSIGN_OR_RETURN(cloud, opening.get());
     result.stats.set_setup_ns(setup_ns);
     return absl::OkStatus();
   };
+  for (const retrieval::SearchHit& hit : hits) {
+    v1::Source& source = result.sources.emplace_back();
+    source.set_owner_node_id(node_id_);
+    source.set_score(hit.score);
+    source.set_n_tokens(static_cast<uint32_t>(hit.n_tokens));
+    // The device's own documents: its user may see where they come from.
+    source.mutable_citation()->set_title(hit.title);
+    source.mutable_citation()->set_source_path(hit.source_path);
+  }
   const engine::Tokenizer& tokenizer = corpus_->decoder().tokenizer();
   engine::StreamingDecoder decoder(&tokenizer);
   absl::Status delta_status;
