@@ -1,9 +1,11 @@
 // One direction of a network link between two DRAGON sides in one process: messages reach the
 // receiving side's DragonInbox after a one-way delay with uniform jitter, in the order they were
 // sent (as over one TCP stream). Finish ends the stream after the messages in flight; CutAfter
-// makes the link fail (the receiver hears Unavailable, the sender's later sends fail).
+// makes the link fail (the receiver hears Unavailable, the sender's later sends fail);
+// SilenceAfter makes it drop everything from then on without a word to either side.
 //
-// Thread-safety: Send, Finish and CutAfter from any thread; delivery runs on the link's thread.
+// Thread-safety: Send, Finish, CutAfter and SilenceAfter from any thread; delivery runs on the
+// link's thread.
 #ifndef SILO_EVAL_EMULATED_LINK_H_
 #define SILO_EVAL_EMULATED_LINK_H_
 
@@ -37,6 +39,9 @@ class EmulatedLink {
   void Finish();
   // The link fails at the n-th message from now.
   void CutAfter(int n);
+  // From the n-th message from now on, sends succeed and nothing arrives, Finish's end included
+  // (a peer that stopped answering, a route that drops packets).
+  void SilenceAfter(int n);
 
  private:
   void Deliver();
@@ -51,6 +56,7 @@ class EmulatedLink {
   std::deque<std::pair<absl::Time, std::optional<node::DragonMessage>>> queue_;
   absl::Time last_due_ = absl::InfinitePast();
   std::optional<int> cut_after_;
+  std::optional<int> silent_after_;
   int sent_ = 0;
   bool cut_ = false;
   bool stopping_ = false;

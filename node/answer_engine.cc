@@ -391,7 +391,11 @@ absl::StatusOr<AnswerResult> AnswerEngine::AnswerDragon(
     // The device finished alone; the answer says so.
     v1::NodeFailure& failure = result.failures.emplace_back();
     failure.set_node_id(placement.dragon_peer().node_id());
-    const absl::Status& lost = cloud_status.ok() ? side->peer.lost_status : cloud_status;
+    // The cloud stream's own error says more than the side's view of it, unless the error is
+    // only this side cancelling a cloud it had already given up on.
+    const absl::Status& lost = cloud_status.ok() || absl::IsCancelled(cloud_status)
+                                   ? side->peer.lost_status
+                                   : cloud_status;
     failure.set_code(static_cast<int32_t>(lost.code()));
     failure.set_message(
         side->peer.resumed_at_step.has_value()

@@ -66,6 +66,10 @@ absl::Status ValidateDragonPeerOptions(const DragonPeerOptions& options) {
   }
   if (options.max_tokens < 1) return absl::InvalidArgumentError("max_tokens must be at least 1");
   if (options.max_lookahead < 0) return absl::InvalidArgumentError("max_lookahead is negative");
+  if (options.peer_timeout <= absl::ZeroDuration() ||
+      options.peer_silence <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("peer_timeout and peer_silence must be positive");
+  }
   if (!(options.temperature >= 0) || !std::isfinite(options.temperature)) {
     return absl::InvalidArgumentError("temperature must be finite and not negative");
   }
@@ -156,10 +160,11 @@ class Peer {
         SILO_RETURN_IF_ERROR(Forward());
         continue;
       }
-      SILO_ASSIGN_OR_RETURN(progressed, DrainInbox(absl::Now() + options_.peer_timeout));
+      const absl::Duration wait = heard_ ? options_.peer_silence : options_.peer_timeout;
+      SILO_ASSIGN_OR_RETURN(progressed, DrainInbox(absl::Now() + wait));
       if (!progressed && !alone_) {
-        LoseOtherSide(absl::DeadlineExceededError(absl::StrCat(
-            "nothing from the other side for ", absl::FormatDuration(options_.peer_timeout))));
+        LoseOtherSide(absl::DeadlineExceededError(
+            absl::StrCat("nothing from the other side for ", absl::FormatDuration(wait))));
       }
     }
     return std::move(result_);
@@ -216,6 +221,7 @@ class Peer {
     last_reconnect_ = absl::Now();
     if (!options_.reconnect(result_.tokens)) return;
     alone_ = false;
+    heard_ = false;               // the other side prefills again first
     aggregator_ = options_.side;  // the side that holds the state aggregates
     remote_drafts_.clear();
     required_remote_version_ = 0;
@@ -244,6 +250,7 @@ class Peer {
       if (!message->has_value()) break;
       SILO_RETURN_IF_ERROR(Handle(std::move(**message)));
       handled = true;
+      heard_ = true;
     }
     return handled;
   }
@@ -475,6 +482,7 @@ class Peer {
   uint32_t required_remote_version_ = 0;
   int64_t last_rtt_ns_ = 0;
   absl::Time last_reconnect_ = absl::InfinitePast();
+  bool heard_ = false;  // a message arrived from the other side on the current link
   bool alone_ = false;
   bool done_ = false;
   DragonPeerResult result_;

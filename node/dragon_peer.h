@@ -12,7 +12,8 @@
 // decides from there, so no token is lost or decided twice.
 //
 // If the other side disappears (the inbox closes, a send fails, or nothing arrives for
-// peer_timeout while waiting), the side goes on alone from its own mixture and says so; with a
+// peer_timeout, or peer_silence once it has spoken, while waiting), the side goes on alone from
+// its own mixture and says so; with a
 // reconnect function it tries to bring the other side back, which resumes from the tokens final
 // so far with this side aggregating.
 //
@@ -91,7 +92,12 @@ struct DragonPeerOptions {
   AggregatorPolicy policy = AggregatorPolicy::kScheduled;
   int32_t alternate_every = 4;
   AggregatorSchedulerOptions scheduler;
+  // How long this side waits for the other before going on without it: peer_timeout until the
+  // other side's first message on the link (it may still be prefilling its streams), then
+  // peer_silence (it sends about one message a token; a cloud that stopped answering without
+  // closing the connection, a route that drops packets, is found in this time).
   absl::Duration peer_timeout = absl::Seconds(30);
+  absl::Duration peer_silence = absl::Seconds(10);
   // Evaluation (teacher forcing): when not empty, step t commits forced_tokens[t] instead of the
   // verdict's token, the answer has exactly these tokens (max_tokens is ignored), and the
   // deciding side adds log p(forced token) under the mixture to forced_logprob.
@@ -111,7 +117,8 @@ struct DragonPeerOptions {
 };
 
 // InvalidArgument for a side or aggregator that is not DEVICE or CLOUD, max_tokens < 1,
-// max_lookahead < 0, a bad temperature or top_p, alternate_every < 1.
+// max_lookahead < 0, a bad temperature or top_p, alternate_every < 1, a wait that is not
+// positive.
 absl::Status ValidateDragonPeerOptions(const DragonPeerOptions& options);
 
 struct DragonPeerStats {

@@ -9,6 +9,8 @@
 //   3. The cloud dying mid-answer: the device finishes alone and says so, and keeps serving.
 //   4. The cloud dying mid-answer and coming back at its address: the device resumes aggregation
 //      with the new process, and from there the answer is the mixture again.
+//   5. The cloud stopped mid-answer (SIGSTOP: its connection stays, nothing answers): the device
+//      gives up on it after peer_silence and finishes alone.
 #include <signal.h>
 
 #include <algorithm>
@@ -381,6 +383,23 @@ TEST_F(DragonEndToEndTest, AnswersAreTheMixtureOverBothSidesAndSurviveTheCloudDy
   EXPECT_EQ(rest, GreedyMixture(decoder, resume_question, chunks.at(resume_question), prefix,
                                 kResumeMaxTokens))
       << message;
+
+  // 5. The cloud stops answering after the first token and its connection stays open (SIGSTOP):
+  // the device gives up on it after peer_silence (10 s) rather than peer_timeout (30 s) and
+  // finishes alone; meanwhile it asks the stopped cloud's Health off its decode thread.
+  ASSERT_OK(silo::testing::WaitForOnlineNodes(Operator(), 2, kStartTimeout));
+  {
+    const silo::testing::StreamedAnswer answer =
+        Ask(kQuestions[1], [&] { nodes["cloud"]->Signal(SIGSTOP); });
+    nodes["cloud"]->Signal(SIGCONT);
+    ASSERT_TRUE(answer.status.ok()) << answer.status.error_message();
+    EXPECT_FALSE(answer.tokens.empty());
+    ASSERT_EQ(answer.done.unanswered_size(), 1);
+    const std::string& stopped = answer.done.unanswered(0).message();
+    std::cout << stopped << "; answer in " << answer.elapsed << "\n";
+    EXPECT_THAT(stopped, HasSubstr("finished alone"));
+    EXPECT_THAT(stopped, HasSubstr("nothing from the other side for 10s"));
+  }
 }
 
 }  // namespace

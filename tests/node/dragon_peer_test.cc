@@ -103,15 +103,23 @@ class DragonPeerTest : public ::testing::Test {
     absl::StatusOr<DragonPeerResult> cloud;
   };
 
-  // Runs both sides to the end. `cut_cloud_after`: the cloud's link fails after that many
-  // messages (the cloud disappears).
+  // How the cloud's link to the device ends early, after `after` messages: it fails (the cloud
+  // disappears) or goes silent (the cloud stops answering, the connection stays).
+  struct CloudFault {
+    enum { kCut, kSilence } kind;
+    int after;
+  };
+  // Runs both sides to the end.
   Pair Run(DragonPeerOptions options, absl::Duration one_way = absl::Milliseconds(1),
-           std::optional<int> cut_cloud_after = std::nullopt) {
+           std::optional<CloudFault> fault = std::nullopt) {
     DragonInbox device_inbox;
     DragonInbox cloud_inbox;
     auto to_cloud = std::make_unique<eval::EmulatedLink>(&cloud_inbox, one_way);
     auto to_device = std::make_unique<eval::EmulatedLink>(&device_inbox, one_way);
-    if (cut_cloud_after.has_value()) to_device->CutAfter(*cut_cloud_after);
+    if (fault.has_value() && fault->kind == CloudFault::kCut) to_device->CutAfter(fault->after);
+    if (fault.has_value() && fault->kind == CloudFault::kSilence) {
+      to_device->SilenceAfter(fault->after);
+    }
     Pair pair;
     DragonPeerOptions cloud_options = options;
     cloud_options.side = v1::DRAGON_SIDE_CLOUD;
@@ -288,13 +296,31 @@ TEST_F(DragonPeerTest, SampledFirstTokenFollowsTheMixture) {
 
 TEST_F(DragonPeerTest, TheDeviceFinishesAloneWhenTheCloudDisappears) {
   Pair pair = Run(Options(v1::DRAGON_SIDE_CLOUD, 20, AggregatorPolicy::kFixed),
-                  absl::Milliseconds(1), /*cut_cloud_after=*/6);
+                  absl::Milliseconds(1), CloudFault{CloudFault::kCut, 6});
   ASSERT_OK(pair.device.status());
   EXPECT_EQ(pair.device->tokens.size(), 20u);
   ASSERT_TRUE(pair.device->lost_at_step.has_value());
   EXPECT_LE(*pair.device->lost_at_step, 6);
   EXPECT_THAT(pair.device->lost_status, StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_GT(pair.device->stats.steps_aggregated, 0);
+}
+
+// The cloud stops answering and the connection stays (nothing closes): once the cloud has
+// spoken, the device waits peer_silence for it, not peer_timeout, then finishes alone. (With a
+// ten-minute peer_timeout in its place the test would hang.)
+TEST_F(DragonPeerTest, TheDeviceLeavesACloudThatFallsSilent) {
+  const DragonPeerOptions options =
+      With(Options(v1::DRAGON_SIDE_DEVICE, 20, AggregatorPolicy::kFixed), [](DragonPeerOptions& o) {
+        o.peer_timeout = absl::Minutes(10);
+        o.peer_silence = absl::Milliseconds(300);
+      });
+  Pair pair = Run(options, absl::Milliseconds(1), CloudFault{CloudFault::kSilence, 4});
+  ASSERT_OK(pair.device.status());
+  EXPECT_EQ(pair.device->tokens.size(), 20u);
+  ASSERT_TRUE(pair.device->lost_at_step.has_value());
+  EXPECT_LE(*pair.device->lost_at_step, 5);
+  EXPECT_THAT(pair.device->lost_status, StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_THAT(pair.device->lost_status.message(), ::testing::HasSubstr("for 300ms"));
 }
 
 // The cloud disappears; the device goes on alone, then reconnects to a new cloud that starts
