@@ -30,7 +30,7 @@ absl::Status EmulatedLink::Send(const node::DragonMessage& message) {
     to_->Close(absl::UnavailableError("the link to the other side is cut"));
     return absl::UnavailableError("the link is cut");
   }
-  if (silent_after_.has_value() && sent_ >= *silent_after_) return absl::OkStatus();
+  if (Silent()) return absl::OkStatus();
   ++sent_;
   const double spread = std::uniform_real_distribution<double>(-1, 1)(generator_);
   // In order, as one TCP stream: a message never overtakes the one before it.
@@ -44,7 +44,7 @@ absl::Status EmulatedLink::Send(const node::DragonMessage& message) {
 
 void EmulatedLink::Finish() {
   std::lock_guard lock(mutex_);
-  if (silent_after_.has_value() && sent_ >= *silent_after_) return;
+  if (Silent()) return;
   const absl::Time due = std::max(last_due_, absl::Now() + one_way_delay_);
   last_due_ = due;
   queue_.emplace_back(due, std::nullopt);

@@ -45,6 +45,8 @@ class EmulatedLink {
 
  private:
   void Deliver();
+  // SilenceAfter's count is reached: nothing more is sent. Requires mutex_.
+  bool Silent() const { return silent_after_.has_value() && sent_ >= *silent_after_; }
 
   node::DragonInbox* to_;
   absl::Duration one_way_delay_;
