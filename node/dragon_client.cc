@@ -44,18 +44,17 @@ absl::StatusOr<std::unique_ptr<DragonCloudLink>> DragonCloudLink::Open(
     done_changed.notify_one();
     watchdog.join();
   }
-  if (!answered || !started.has_started()) {
-    if (answered) link->context_.TryCancel();  // the cloud broke the protocol
+  if (!answered) {
     link->finished_ = true;
     const absl::Status status = FromGrpcStatus(link->stream_->Finish());
     if (timed_out) {
       return absl::DeadlineExceededError("the cloud did not start the session in time");
     }
-    if (answered) {
-      return absl::FailedPreconditionError("the cloud's first message did not start the session");
-    }
     return status.ok() ? absl::UnavailableError("the cloud closed the DRAGON stream at once")
                        : status;
+  }
+  if (!started.has_started()) {  // the link's end cancels the call
+    return absl::FailedPreconditionError("the cloud's first message did not start the session");
   }
   link->n_cloud_chunks_ = started.started().n_chunks();
   link->reader_ = std::thread([raw = link.get(), inbox] {
